@@ -1,0 +1,111 @@
+//! The analysis engine: one DataFusion plan over a whole set of logs.
+//!
+//! A run registers the logs (see [`crate::scan`]), stacks the SQL models as
+//! views and collects `log_analysis`: one row per log, whatever happened to
+//! the others. Averages run the `group_average` model over `group_members`.
+//! Each call gets a fresh `SessionContext`, so concurrent calls never share
+//! tables.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{EngineError, Result};
+use crate::scan::{self, LogInput, ScanSummary};
+use crate::sql::Models;
+use crate::udf;
+
+/// The engine: which SQL models to run, on how many partitions.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    models: Arc<Models>,
+    partitions: usize,
+}
+
+/// What one analysis run produced.
+#[derive(Debug, Clone)]
+pub struct LogAnalyses {
+    /// One row per input log, ordered by `log_id` (log_analysis.sql columns).
+    pub batch: RecordBatch,
+    pub summary: ScanSummary,
+}
+
+impl Engine {
+    pub fn new(models: Models) -> Self {
+        let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            models: Arc::new(models),
+            partitions,
+        }
+    }
+
+    /// Overrides the number of partitions (default: the core count).
+    pub fn with_partitions(mut self, partitions: usize) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    pub fn models(&self) -> &Models {
+        &self.models
+    }
+
+    /// A context with the project's functions registered.
+    pub fn context(&self) -> SessionContext {
+        let config = SessionConfig::new().with_target_partitions(self.partitions);
+        let ctx = SessionContext::new_with_config(config);
+        udf::register(&ctx);
+        ctx
+    }
+
+    /// Registers the model `name` as a view on `ctx`.
+    pub async fn register_model(&self, ctx: &SessionContext, name: &str) -> Result<()> {
+        let model = self
+            .models
+            .get(name)
+            .ok_or_else(|| EngineError::Request(format!("no SQL model named {name}")))?;
+        let frame = ctx
+            .sql(&model.query)
+            .await
+            .map_err(|source| EngineError::Model {
+                name: name.to_string(),
+                source,
+            })?;
+        ctx.register_table(name, frame.into_view())?;
+        Ok(())
+    }
+
+    /// Registers the logs and the per-log models on a new context, ready for
+    /// `SELECT … FROM log_analysis` (or any other query an analyst writes).
+    pub async fn log_context(&self, logs: &[LogInput]) -> Result<(SessionContext, ScanSummary)> {
+        let ctx = self.context();
+        let summary = scan::register_logs(&ctx, logs)?;
+        self.register_model(&ctx, "stg_clean_rows").await?;
+        self.register_model(&ctx, "log_analysis").await?;
+        Ok((ctx, summary))
+    }
+
+    /// Analyses every log in one plan.
+    pub async fn analyse(&self, logs: &[LogInput]) -> Result<LogAnalyses> {
+        let (ctx, summary) = self.log_context(logs).await?;
+        let batch = collect(&ctx, "log_analysis").await?;
+        Ok(LogAnalyses { batch, summary })
+    }
+
+    /// Averages groups of analyses: `members` has `group_id` and the analysis
+    /// metric columns (see [`crate::average::members_schema`]).
+    pub async fn average(&self, members: RecordBatch) -> Result<RecordBatch> {
+        let ctx = self.context();
+        ctx.register_batch("group_members", members)?;
+        self.register_model(&ctx, "group_average").await?;
+        collect(&ctx, "group_average").await
+    }
+}
+
+async fn collect(ctx: &SessionContext, table: &str) -> Result<RecordBatch> {
+    let frame = ctx.table(table).await?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    Ok(concat_batches(&schema, &batches)?)
+}

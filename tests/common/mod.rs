@@ -1,0 +1,81 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// `../shared/fixtures/real`, or `None` (with a notice) where a user's clone
+/// has no `../shared`. In CI (`CI=true`) a missing folder fails the test.
+pub fn real_fixtures() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/real");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {} is missing", dir.display());
+    }
+    eprintln!("notice: {} not found; fixture test skipped", dir.display());
+    None
+}
+
+/// Runs the binary with `args` (and `stdin`), returning (exit code, stdout, stderr).
+pub fn run_bin(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fap-warehouse"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("stdin accepts the request");
+    }
+    let output = child.wait_with_output().expect("the binary finishes");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Compares JSON: same keys in the same order, same nulls, numbers within 1e-9.
+/// Returns the first difference as a path and both values.
+pub fn json_diff(path: &str, got: &Value, want: &Value) -> Option<String> {
+    match (got, want) {
+        (Value::Number(a), Value::Number(b)) => {
+            let (a, b) = (a.as_f64()?, b.as_f64()?);
+            ((a - b).abs() > 1e-9).then(|| format!("{path}: got {a}, want {b}"))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            let (ka, kb): (Vec<_>, Vec<_>) = (a.keys().collect(), b.keys().collect());
+            if ka != kb {
+                return Some(format!("{path}: keys {ka:?}, want {kb:?}"));
+            }
+            a.iter()
+                .find_map(|(k, v)| json_diff(&format!("{path}.{k}"), v, &b[k]))
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| json_diff(&format!("{path}[{i}]"), x, y)),
+        _ => (got != want).then(|| format!("{path}: got {got}, want {want}")),
+    }
+}
+
+pub fn read_json(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
