@@ -1,9 +1,10 @@
 -- Per group: the average object of a group of analyses (analysis.md §5).
 --
--- In:  group_members  one row per (group, analysis): group_id and the
---                     analysis metric columns as DOUBLE (log_analysis.sql
---                     names), "fapRegen" true where the analysis has one
--- Out: one row per group_id: n_analyses and one column per average metric,
+-- In:  group_members  one row per (group, analysis): the group key
+--                     (user_id, type, year, month) and the analysis metric
+--                     columns as DOUBLE (log_analysis.sql names), "fapRegen"
+--                     true where the analysis has one
+-- Out: one row per group: n_analyses and one column per average metric,
 --      named by its JSON path joined with `_`.
 --
 -- Notation of the contract: w(v, k) = Σ v·k / Σ k over the analyses where
@@ -11,7 +12,10 @@
 -- NULL), 0); integer results are CAST(round_even(x, 0) AS BIGINT); a sum
 -- over a key that no analysis has is 0.
 SELECT
-    group_id,
+    user_id,
+    type,
+    year,
+    month,
     COUNT(*) AS n_analyses,
     -- overall
     round_even(COALESCE(SUM(overall_distance_km), 0), 2)                       AS overall_distance_km,
@@ -151,5 +155,5 @@ SELECT
         / NULLIF(SUM("fuelConsumption_bySpeedRange__200+_km") FILTER (WHERE "fuelConsumption_bySpeedRange_200+_l100km" IS NOT NULL), 0), 2)
         AS "fuelConsumption_bySpeedRange_200+_l100km"
 FROM group_members
-GROUP BY group_id
-ORDER BY group_id
+GROUP BY user_id, type, year, month
+ORDER BY user_id, type, year, month

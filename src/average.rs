@@ -9,7 +9,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::{Map, Value};
 
@@ -17,8 +19,9 @@ use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::shape::{self, Node};
 
-/// The columns of `group_members`: `group_id`, then every analysis metric
-/// (DOUBLE, text for the date) and the flags of objects that may be null.
+/// The columns of `group_members`: the group key (`user_id`, `type`, `year`,
+/// `month`), then every analysis metric (DOUBLE, text for the date) and the
+/// flags of objects that may be null.
 pub fn members_schema() -> SchemaRef {
     let nodes = shape::parse(shape::ANALYSIS);
     let text: HashSet<String> = shape::leaf_columns(&nodes)
@@ -28,7 +31,12 @@ pub fn members_schema() -> SchemaRef {
     let flags: HashSet<String> = shape::flag_columns(&nodes).into_iter().collect();
     let mut columns = Vec::new();
     shape::flatten(&nodes, &Value::Null, &mut columns);
-    let mut fields = vec![Field::new("group_id", DataType::Utf8, false)];
+    let mut fields = vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("year", DataType::Int64, true),
+        Field::new("month", DataType::Int64, true),
+    ];
     fields.extend(columns.into_iter().map(|(name, _)| {
         let data_type = if flags.contains(&name) {
             DataType::Boolean
@@ -42,8 +50,18 @@ pub fn members_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Builds `group_members` from analysis objects: `(group_id, analysis)` pairs.
-pub fn members_from_json(members: &[(String, Value)]) -> Result<RecordBatch> {
+/// The key of one group of analyses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub user_id: String,
+    /// `OVERALL`, `YEARLY` or `MONTHLY`.
+    pub kind: String,
+    pub year: Option<i64>,
+    pub month: Option<i64>,
+}
+
+/// Builds `group_members` from analysis objects: `(group, analysis)` pairs.
+pub fn members_from_json(members: &[(GroupKey, Value)]) -> Result<RecordBatch> {
     let schema = members_schema();
     let nodes = shape::parse(shape::ANALYSIS);
     let rows: Vec<Vec<(String, Value)>> = members
@@ -54,11 +72,20 @@ pub fn members_from_json(members: &[(String, Value)]) -> Result<RecordBatch> {
             row
         })
         .collect();
-    let mut arrays: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
-        members.iter().map(|(g, _)| g.as_str()),
-    ))];
-    for (index, field) in schema.fields().iter().enumerate().skip(1) {
-        let values = rows.iter().map(|row| &row[index - 1].1);
+    let keys = members.iter().map(|(k, _)| k);
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            keys.clone().map(|k| k.user_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            keys.clone().map(|k| k.kind.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter(keys.clone().map(|k| k.year))),
+        Arc::new(Int64Array::from_iter(keys.map(|k| k.month))),
+    ];
+    const KEY_COLUMNS: usize = 4;
+    for (index, field) in schema.fields().iter().enumerate().skip(KEY_COLUMNS) {
+        let values = rows.iter().map(|row| &row[index - KEY_COLUMNS].1);
         let array: ArrayRef = match field.data_type() {
             DataType::Boolean => Arc::new(values.map(Value::as_bool).collect::<BooleanArray>()),
             DataType::Utf8 => Arc::new(values.map(Value::as_str).collect::<StringArray>()),
@@ -151,10 +178,16 @@ pub async fn answer(engine: &Engine, payload: &Value) -> Result<Value> {
     if let Some(problem) = &request.problem {
         return Ok(request.result(Err(problem.clone())));
     }
-    let members: Vec<(String, Value)> = request
+    let key = GroupKey {
+        user_id: "request".into(),
+        kind: "REQUEST".into(),
+        year: None,
+        month: None,
+    };
+    let members: Vec<(GroupKey, Value)> = request
         .analyses
         .iter()
-        .map(|a| ("request".to_string(), a.clone()))
+        .map(|a| (key.clone(), a.clone()))
         .collect();
     let averages = engine.average(members_from_json(&members)?).await?;
     if averages.num_rows() != 1 {

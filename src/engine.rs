@@ -93,7 +93,7 @@ impl Engine {
         Ok(LogAnalyses { batch, summary })
     }
 
-    /// Averages groups of analyses: `members` has `group_id` and the analysis
+    /// Averages groups of analyses: `members` has the group key and the analysis
     /// metric columns (see [`crate::average::members_schema`]).
     pub async fn average(&self, members: RecordBatch) -> Result<RecordBatch> {
         let ctx = self.context();
