@@ -31,6 +31,9 @@ use crate::{ingest, job, snapshot};
     about = "Analyses FAP/DPF vehicle logs with SQL: per log, per user, as a batch job."
 )]
 pub struct Cli {
+    /// Log lines on stderr as text or as JSON objects (for log collectors).
+    #[arg(long, global = true, env = "FAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Folder of SQL models overriding the embedded ones (same file names as sql/).
     #[arg(long, global = true, env = "FAP_SQL_DIR")]
     sql_dir: Option<PathBuf>,
@@ -161,6 +164,12 @@ enum SnapshotAction {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {
     Table,
@@ -171,13 +180,16 @@ enum Format {
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "fap_warehouse=info,warn".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "fap_warehouse=info,warn".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    if cli.log_format == LogFormat::Json {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {

@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use serde_json::{Value, json};
 
 use crate::average::{GroupKey, members_from_json};
-use crate::catalog::{Catalog, CatalogAnalysis, CatalogError};
+use crate::catalog::{Catalog, CatalogAnalysis, CatalogError, RunRecord};
 use crate::deliver::{DeliveryError, NatsPublisher, Outgoing, write_outbox};
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -87,19 +87,49 @@ impl RunSummary {
     }
 }
 
-/// Runs the job once.
+/// Runs the job once, inside a span, and records the run and its counts.
 pub async fn run(
     engine: &Engine,
     catalog: &Catalog,
     config: &RunConfig,
 ) -> Result<RunSummary, JobError> {
-    let started = Instant::now();
-    let started_at = snapshot::utc_now();
     let snapshot_id = snapshot::new_id();
+    let span = tracing::info_span!("run", snapshot = %snapshot_id);
+    let started = Instant::now();
+    catalog.record_run_start(&snapshot_id).await?;
     let mut summary = RunSummary {
         snapshot_id: snapshot_id.clone(),
         ..RunSummary::default()
     };
+    let steps = run_steps(engine, catalog, config, &mut summary);
+    let outcome = tracing::Instrument::instrument(steps, span).await;
+    let record = RunRecord {
+        id: &snapshot_id,
+        status: if outcome.is_ok() { "done" } else { "failed" },
+        logs: summary.logs,
+        failed_logs: summary.failed,
+        analysis_messages: summary.analysis_messages,
+        average_messages: summary.average_messages,
+        undelivered: summary.undelivered,
+        input_bytes: summary.input_bytes,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        error: outcome.as_ref().err().map(|e| e.to_string()),
+    };
+    if let Err(err) = catalog.record_run_end(&record).await {
+        tracing::warn!(%err, "the run record could not be written");
+    }
+    outcome.map(|()| summary)
+}
+
+async fn run_steps(
+    engine: &Engine,
+    catalog: &Catalog,
+    config: &RunConfig,
+    summary: &mut RunSummary,
+) -> Result<(), JobError> {
+    let started = Instant::now();
+    let started_at = snapshot::utc_now();
+    let snapshot_id = summary.snapshot_id.clone();
 
     // Catalog: which logs exist and what consumers hold.
     let rows = catalog.analyses().await?;
@@ -242,7 +272,7 @@ pub async fn run(
     let analysis_table = analysis_snapshot(&analysed.batch, &results, &by_id)?;
     let average_table = average_snapshot(&averages, &average_results)?;
     summary.seconds = started.elapsed().as_secs_f64();
-    let manifest = manifest(engine, &summary, &started_at, &average_table);
+    let manifest = manifest(engine, summary, &started_at, &average_table);
     snapshot::write(
         &config.warehouse,
         &snapshot_id,
@@ -288,7 +318,7 @@ pub async fn run(
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(())
 }
 
 fn out(subject: &'static str, payload: &Value) -> Outgoing {

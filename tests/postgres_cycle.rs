@@ -191,6 +191,25 @@ async fn full_cycle_with_the_backends_database() {
             .expect("count");
     assert_eq!(processing, 3);
 
+    // The run is recorded, with its counts, in fap-warehouse's own schema.
+    let snapshot = out
+        .lines()
+        .find_map(|l| l.strip_prefix("snapshot "))
+        .and_then(|l| l.split(':').next())
+        .expect("summary line")
+        .to_string();
+    let (status, logs, messages): (String, Option<i32>, Option<i32>) = sqlx::query_as(
+        "SELECT status, logs, analysis_messages FROM fap_warehouse.runs WHERE id = $1",
+    )
+    .bind(&snapshot)
+    .fetch_one(&mut conn)
+    .await
+    .expect("run record");
+    assert_eq!(
+        (status.as_str(), logs, messages),
+        ("done", Some(3), Some(3))
+    );
+
     for (subject, payload) in &got {
         apply(&mut conn, subject, payload).await;
     }

@@ -7,12 +7,14 @@
 //!   job also plays the backend and applies the results it emits, so the
 //!   catalog always holds what consumers hold;
 //! - the backend's PostgreSQL: read only; the backend writes its tables when
-//!   it receives the results.
+//!   it receives the results. fap-warehouse's own state (run records) lives
+//!   in its own schema `fap_warehouse`, created by migrations.
 
 use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{PgPool, Row, SqlSafeStr, SqlitePool};
 
 /// Errors talking to the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,9 @@ impl Catalog {
                 .connect(url)
                 .await
                 .map_err(connect_err)?;
+            own_state_migrator().run(&pool).await.map_err(|e| {
+                CatalogError::Invalid(format!("migrating fap_warehouse schema: {e}"))
+            })?;
             Ok(Self::Postgres(pool))
         } else {
             Err(CatalogError::Scheme(redact(url)))
@@ -271,6 +276,74 @@ impl Catalog {
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The migrations of fap-warehouse's own schema (`fap_warehouse`).
+fn own_state_migrator() -> Migrator {
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "run records".into(),
+        MigrationType::Simple,
+        include_str!("pg_state.sql").into_sql_str(),
+        false,
+    )]);
+    migrator.create_schema("fap_warehouse");
+    migrator.dangerous_set_table_name("fap_warehouse._sqlx_migrations");
+    migrator
+}
+
+/// How a run ended, for its record.
+#[derive(Debug, Clone)]
+pub struct RunRecord<'a> {
+    pub id: &'a str,
+    pub status: &'a str,
+    pub logs: usize,
+    pub failed_logs: usize,
+    pub analysis_messages: usize,
+    pub average_messages: usize,
+    pub undelivered: usize,
+    pub input_bytes: u64,
+    pub duration_seconds: f64,
+    pub error: Option<String>,
+}
+
+impl Catalog {
+    /// Records that a run started (PostgreSQL only; the embedded default
+    /// keeps its record in the snapshot manifest).
+    pub async fn record_run_start(&self, id: &str) -> Result<()> {
+        if let Self::Postgres(pool) = self {
+            sqlx::query("INSERT INTO fap_warehouse.runs (id, status) VALUES ($1, 'running') ON CONFLICT (id) DO NOTHING")
+                .bind(id)
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records how a run ended, with its counts.
+    pub async fn record_run_end(&self, r: &RunRecord<'_>) -> Result<()> {
+        if let Self::Postgres(pool) = self {
+            let int = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+            sqlx::query(
+                "UPDATE fap_warehouse.runs SET finished_at = now(), status = $2, logs = $3, failed_logs = $4, \
+                 analysis_messages = $5, average_messages = $6, undelivered = $7, input_bytes = $8, \
+                 duration_seconds = $9, error = $10 WHERE id = $1",
+            )
+            .bind(r.id)
+            .bind(r.status)
+            .bind(int(r.logs))
+            .bind(int(r.failed_logs))
+            .bind(int(r.analysis_messages))
+            .bind(int(r.average_messages))
+            .bind(int(r.undelivered))
+            .bind(i64::try_from(r.input_bytes).unwrap_or(i64::MAX))
+            .bind(r.duration_seconds)
+            .bind(r.error.as_deref())
+            .execute(pool)
+            .await?;
+        }
         Ok(())
     }
 }
