@@ -34,6 +34,9 @@ pub struct Cli {
     /// Log lines on stderr as text or as JSON objects (for log collectors).
     #[arg(long, global = true, env = "FAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Input megabytes analysed by one plan at most (bounds memory; 0 = all in one plan).
+    #[arg(long, global = true, env = "FAP_CHUNK_MB", default_value_t = 64)]
+    chunk_mb: u64,
     /// Folder of SQL models overriding the embedded ones (same file names as sql/).
     #[arg(long, global = true, env = "FAP_SQL_DIR")]
     sql_dir: Option<PathBuf>,
@@ -221,7 +224,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
         Some(dir) => Models::from_dir(dir)?,
         None => Models::embedded(),
     };
-    let engine = Engine::new(models);
+    let engine = Engine::new(models).with_chunk_bytes(cli.chunk_mb * 1024 * 1024);
     let warehouse = cli.warehouse.clone();
     let volume = cli
         .volume

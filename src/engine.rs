@@ -1,10 +1,17 @@
-//! The analysis engine: one DataFusion plan over a whole set of logs.
+//! The analysis engine: DataFusion plans over whole sets of logs.
 //!
 //! A run registers the logs (see [`crate::scan`]), stacks the SQL models as
 //! views and collects `log_analysis`: one row per log, whatever happened to
 //! the others. Averages run the `group_average` model over `group_members`.
 //! Each call gets a fresh `SessionContext`, so concurrent calls never share
 //! tables.
+//!
+//! Memory: DataFusion 55 runs whole-log windows (the median step of the gap
+//! rule, per-log counts) in `WindowAggExec`, which buffers its entire input.
+//! So that memory does not grow with the volume, a large volume is analysed
+//! as a few plans of at most `chunk_bytes` of logs each (hundreds of logs per
+//! plan, never one plan per log); results are identical, as every metric is
+//! per log.
 
 use std::sync::Arc;
 
@@ -22,7 +29,12 @@ use crate::udf;
 pub struct Engine {
     models: Arc<Models>,
     partitions: usize,
+    /// Input bytes analysed by one plan at most (see the module docs).
+    chunk_bytes: u64,
 }
+
+/// Default input per plan: keeps peak memory near 300 MiB.
+pub const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What one analysis run produced.
 #[derive(Debug, Clone)]
@@ -38,7 +50,14 @@ impl Engine {
         Self {
             models: Arc::new(models),
             partitions,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
         }
+    }
+
+    /// Overrides the input bytes per plan (0: the whole set in one plan).
+    pub fn with_chunk_bytes(mut self, chunk_bytes: u64) -> Self {
+        self.chunk_bytes = chunk_bytes;
+        self
     }
 
     /// Overrides the number of partitions (default: the core count).
@@ -86,10 +105,36 @@ impl Engine {
         Ok((ctx, summary))
     }
 
-    /// Analyses every log in one plan.
+    /// Analyses every log: one plan per chunk of `chunk_bytes` of input,
+    /// results in `log_id` order.
     pub async fn analyse(&self, logs: &[LogInput]) -> Result<LogAnalyses> {
-        let (ctx, summary) = self.log_context(logs).await?;
-        let batch = collect(&ctx, "log_analysis").await?;
+        let mut sorted: Vec<&LogInput> = logs.iter().collect();
+        sorted.sort_by(|a, b| a.log_id.cmp(&b.log_id));
+        let mut chunks: Vec<Vec<LogInput>> = vec![Vec::new()];
+        let mut bytes = 0u64;
+        for log in sorted {
+            let size = std::fs::metadata(&log.path).map_or(0, |m| m.len());
+            let full = chunks.last().is_some_and(|c| !c.is_empty());
+            if self.chunk_bytes > 0 && full && bytes + size > self.chunk_bytes {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(log.clone());
+            }
+        }
+        let mut batches = Vec::with_capacity(chunks.len());
+        let mut summary = ScanSummary::default();
+        for chunk in &chunks {
+            let (ctx, part) = self.log_context(chunk).await?;
+            batches.push(collect(&ctx, "log_analysis").await?);
+            summary.logs += part.logs;
+            summary.bytes += part.bytes;
+            summary.unreadable += part.unreadable;
+        }
+        let schema = batches[0].schema();
+        let batch = concat_batches(&schema, &batches)?;
         Ok(LogAnalyses { batch, summary })
     }
 

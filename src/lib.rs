@@ -26,6 +26,7 @@
 
 pub mod average;
 pub mod catalog;
+pub mod civil;
 pub mod cli;
 pub mod deliver;
 pub mod engine;

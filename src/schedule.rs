@@ -116,7 +116,7 @@ impl Cron {
     pub fn matches(&self, epoch_minute: i64) -> bool {
         let days = epoch_minute.div_euclid(1440);
         let minute_of_day = epoch_minute.rem_euclid(1440);
-        let (_, month, day) = crate::snapshot::civil_from_days(days);
+        let (_, month, day) = crate::civil::civil_from_days(days);
         let weekday = (days + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
         self.fields[0][(minute_of_day % 60) as usize]
             && self.fields[1][(minute_of_day / 60) as usize]

@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::time::Duration;
-
-use futures::StreamExt;
 use serde_json::Value;
+use std::collections::HashSet;
 
-const NATS: &str = "nats://127.0.0.1:4222";
+use common::NATS;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -55,42 +52,11 @@ fn setup(logs: usize, seed: u64) -> Setup {
     s
 }
 
-/// Runs `args` while a core subscriber listens; returns this test's messages.
+/// Runs `args` on this test's warehouse; returns this test's messages.
 async fn run_and_listen(s: &Setup, args: &[&str]) -> (i32, String, Vec<(String, Value)>) {
-    let client = async_nats::connect(NATS)
-        .await
-        .expect("NATS is running on 127.0.0.1:4222");
-    let mut analyses = client
-        .subscribe("analysis.result")
-        .await
-        .expect("subscribe");
-    let mut averages = client.subscribe("average.result").await.expect("subscribe");
-    client.flush().await.expect("flush");
-    let owned_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let wh = s.warehouse();
-    let run = tokio::task::spawn_blocking(move || {
-        let mut full = vec!["--warehouse".to_string(), wh];
-        full.extend(owned_args);
-        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        common::run_bin(&refs, None)
-    });
-    let (code, stdout, stderr) = run.await.expect("run finishes");
-    let mut all = Vec::new();
-    loop {
-        let next = tokio::time::timeout(Duration::from_millis(700), async {
-            tokio::select! {
-                Some(m) = analyses.next() => Some(("analysis.result".to_string(), m)),
-                Some(m) = averages.next() => Some(("average.result".to_string(), m)),
-                else => None,
-            }
-        })
-        .await;
-        let Ok(Some((subject, message))) = next else {
-            break;
-        };
-        let payload: Value = serde_json::from_slice(&message.payload).expect("raw JSON payload");
-        all.push((subject, payload));
-    }
+    let mut full = vec!["--warehouse".to_string(), s.warehouse()];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let (code, out, all) = common::run_while_listening(full).await;
     let users = user_of(s);
     let got = all
         .into_iter()
@@ -99,7 +65,7 @@ async fn run_and_listen(s: &Setup, args: &[&str]) -> (i32, String, Vec<(String, 
             _ => users.contains(p["userId"].as_str().unwrap_or_default()),
         })
         .collect();
-    (code, format!("{stdout}{stderr}"), got)
+    (code, out, got)
 }
 
 fn user_of(s: &Setup) -> HashSet<String> {

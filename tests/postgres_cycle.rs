@@ -6,15 +6,12 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::time::Duration;
-
-use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
+use std::collections::HashSet;
 
-const NATS: &str = "nats://127.0.0.1:4222";
+use common::NATS;
 
 fn base_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -55,40 +52,15 @@ async fn run_listening(
     ids: &HashSet<String>,
     user: &str,
 ) -> (i32, String, Vec<(String, Value)>) {
-    let client = async_nats::connect(NATS)
-        .await
-        .expect("NATS is running on 127.0.0.1:4222");
-    let mut a = client
-        .subscribe("analysis.result")
-        .await
-        .expect("subscribe");
-    let mut b = client.subscribe("average.result").await.expect("subscribe");
-    client.flush().await.expect("flush");
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::run_bin(&refs, None)
-    })
-    .await
-    .expect("run");
-    let mut got = Vec::new();
-    loop {
-        let next = tokio::time::timeout(Duration::from_millis(700), async {
-            tokio::select! {
-                Some(m) = a.next() => Some(("analysis.result".to_string(), m)),
-                Some(m) = b.next() => Some(("average.result".to_string(), m)),
-                else => None,
-            }
-        })
-        .await;
-        let Ok(Some((subject, m))) = next else { break };
-        let p: Value = serde_json::from_slice(&m.payload).expect("JSON");
-        let ours =
-            ids.contains(p["analysisId"].as_str().unwrap_or_default()) || p["userId"] == user;
-        if ours {
-            got.push((subject, p));
-        }
-    }
-    (code, format!("{out}{err}"), got)
+    let (code, out, all) = common::run_while_listening(args).await;
+    let ours = |p: &Value| {
+        ids.contains(p["analysisId"].as_str().unwrap_or_default()) || p["userId"] == user
+    };
+    (
+        code,
+        out,
+        all.into_iter().filter(|(_, p)| ours(p)).collect(),
+    )
 }
 
 /// What the backend does with a result.

@@ -119,7 +119,7 @@ pub fn parse_timestamp(date: &[u8], time: &[u8]) -> Option<i64> {
     {
         return None;
     }
-    let days = days_from_civil(year as i64, month, day);
+    let days = crate::civil::days_from_civil(i64::from(year), month, day);
     let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     let nanos = i64::from(fraction) * 10i64.pow(9 - fraction_digits);
     Some(seconds * 1_000_000_000 + nanos)
@@ -180,17 +180,6 @@ fn days_in_month(year: u32, month: u32) -> u32 {
         2 => 28,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -79,3 +79,46 @@ pub fn read_json(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// The NATS server the service tests use.
+pub const NATS: &str = "nats://127.0.0.1:4222";
+
+/// Runs the binary with `args` while a core NATS subscriber listens on the
+/// result subjects; returns (exit code, stdout + stderr, every result seen
+/// until 700 ms pass without one). Other tests share the subjects: callers
+/// keep only the messages about their own analyses and users.
+pub async fn run_while_listening(args: Vec<String>) -> (i32, String, Vec<(String, Value)>) {
+    use futures::StreamExt;
+    let client = async_nats::connect(NATS)
+        .await
+        .expect("NATS is running on 127.0.0.1:4222");
+    let mut analyses = client
+        .subscribe("analysis.result")
+        .await
+        .expect("subscribe");
+    let mut averages = client.subscribe("average.result").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_bin(&refs, None)
+    })
+    .await
+    .expect("the run finishes");
+    let mut all = Vec::new();
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_millis(700), async {
+            tokio::select! {
+                Some(m) = analyses.next() => Some(("analysis.result".to_string(), m)),
+                Some(m) = averages.next() => Some(("average.result".to_string(), m)),
+                else => None,
+            }
+        })
+        .await;
+        let Ok(Some((subject, message))) = next else {
+            break;
+        };
+        let payload: Value = serde_json::from_slice(&message.payload).expect("raw JSON payload");
+        all.push((subject, payload));
+    }
+    (code, format!("{stdout}{stderr}"), all)
+}
