@@ -64,7 +64,15 @@ pub fn write_outbox(
     let file = file.into_inner().map_err(|e| err(e.into_error()))?;
     file.sync_all().map_err(err)?;
     std::fs::rename(&tmp, &path).map_err(err)?;
+    sync_dir(&dir);
     Ok(path)
+}
+
+/// Makes a rename durable: the job records results as held right after.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Delivery over NATS, as the backend listens (core NATS, raw JSON payloads).
@@ -98,7 +106,10 @@ impl NatsPublisher {
             .connection_timeout(std::time::Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|e| DeliveryError::Nats(format!("cannot connect to {url}: {e}")))?;
+            .map_err(|e| {
+                let url = crate::catalog::redact(url);
+                DeliveryError::Nats(format!("cannot connect to {url}: {e}"))
+            })?;
         let jetstream = async_nats::jetstream::new(client.clone());
         Ok(Self { client, jetstream })
     }
@@ -122,6 +133,34 @@ impl NatsPublisher {
         Ok(name.to_string())
     }
 
+    /// Proves the server has processed everything published so far: NATS
+    /// keeps one connection's messages in order, so our own message coming
+    /// back on a fresh inbox means all earlier ones arrived.
+    async fn round_trip(&self) -> Result<(), String> {
+        use futures::StreamExt;
+        let inbox = self.client.new_inbox();
+        let confirm = async {
+            let mut sub = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.client
+                .publish(inbox, "ok".into())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.client.flush().await.map_err(|e| e.to_string())?;
+            sub.next()
+                .await
+                .map(|_| ())
+                .ok_or_else(|| "connection closed".to_string())
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(15), confirm).await {
+            Ok(result) => result.map_err(|e| format!("delivery not confirmed: {e}")),
+            Err(_) => Err("delivery not confirmed within 15 s".into()),
+        }
+    }
+
     async fn captured(&self, subject: &str) -> bool {
         self.jetstream.stream_by_subject(subject).await.is_ok()
     }
@@ -132,6 +171,12 @@ impl NatsPublisher {
         let mut core_pending = Vec::new();
         let mut captured = std::collections::HashMap::new();
         for (index, m) in messages.iter().enumerate() {
+            // After a failure the server is likely gone: the rest wait for the next run.
+            if let Some((_, first)) = delivered.failed.first() {
+                let reason = format!("not sent after an earlier failure: {first}");
+                delivered.failed.push((index, reason));
+                continue;
+            }
             let is_captured = match captured.get(m.subject) {
                 Some(c) => *c,
                 None => {
@@ -166,13 +211,11 @@ impl NatsPublisher {
             }
         }
         if !core_pending.is_empty() {
-            match self.client.flush().await {
+            match self.round_trip().await {
                 Ok(()) => delivered.ok.extend(core_pending),
-                Err(e) => delivered.failed.extend(
-                    core_pending
-                        .into_iter()
-                        .map(|i| (i, format!("flush failed: {e}"))),
-                ),
+                Err(e) => delivered
+                    .failed
+                    .extend(core_pending.into_iter().map(|i| (i, e.clone()))),
             }
         }
         delivered.ok.sort_unstable();

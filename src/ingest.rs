@@ -75,12 +75,18 @@ pub async fn ingest(
         let id = uuid::Uuid::new_v4().to_string();
         let target = volume.join(format!("{id}.csv"));
         let staged = volume.join(format!(".{id}.csv.part"));
-        std::fs::write(&staged, &bytes)
+        let written = std::fs::File::create(&staged).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        });
+        written
             .and_then(|()| std::fs::rename(&staged, &target))
             .map_err(|source| IngestError::Io {
                 path: target.clone(),
                 source,
             })?;
+        crate::deliver::sync_dir(volume);
         catalog
             .insert_analysis(&id, &user_id, &file_name, &sha)
             .await?;

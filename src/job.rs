@@ -201,6 +201,21 @@ async fn run_steps(
                 .push((row, &result["analysis"]));
         }
     }
+    // A successful analysis whose file is gone still counts in its user's
+    // groups, as the backend counts it: with the object consumers hold.
+    let missing: HashSet<&str> = summary.missing_files.iter().map(String::as_str).collect();
+    for row in rows
+        .iter()
+        .filter(|r| missing.contains(r.id.as_str()) && r.status == "Success")
+    {
+        let Some(held) = row.analysis.as_ref().filter(|a| a.is_object()) else {
+            continue;
+        };
+        let log_date = held["overall"]["date"]["date"].as_str();
+        for key in group_keys(&row.user_id, log_date) {
+            groups.entry(key).or_default().push((row, held));
+        }
+    }
     let members: Vec<(GroupKey, Value)> = groups
         .iter()
         .flat_map(|(key, items)| items.iter().map(move |(_, a)| (key.clone(), (*a).clone())))

@@ -64,13 +64,40 @@ pub async fn serve(
         .await
         .map_err(|e| nats(&e))?;
     client.flush().await.map_err(|e| nats(&e))?;
-    tracing::info!(url = %config.nats_url, group = %config.queue_group, "serving analysis.request and average.request");
+    tracing::info!(url = %crate::catalog::redact(&config.nats_url), group = %config.queue_group, "serving analysis.request and average.request");
 
     let limit = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let (stop_jobs, stopped) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(run_schedule(engine.clone(), config.clone(), stopped));
     let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
+    let spawn = |tasks: &mut tokio::task::JoinSet<()>,
+                 subject: &'static str,
+                 msg: async_nats::Message,
+                 permit| {
+        let (engine, client, config) = (engine.clone(), client.clone(), config.clone());
+        tasks.spawn(async move {
+            let span = tracing::info_span!("request", subject);
+            let answer = tracing::Instrument::instrument(
+                async {
+                    match subject {
+                        "analysis.request" => answer_analysis(&engine, &config, &msg.payload).await,
+                        _ => answer_average(&engine, &msg.payload).await,
+                    }
+                },
+                span,
+            )
+            .await;
+            if let Some((result_subject, payload)) = answer
+                && let Err(err) = client
+                    .publish(result_subject, payload.to_string().into())
+                    .await
+            {
+                tracing::error!(%err, "cannot publish the result");
+            }
+            drop(permit);
+        });
+    };
     tokio::pin!(shutdown);
     loop {
         let (subject, msg) = tokio::select! {
@@ -82,32 +109,30 @@ pub async fn serve(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let (engine, client, config) = (engine.clone(), client.clone(), config.clone());
-        tasks.spawn(async move {
-            let span = tracing::info_span!("request", subject);
-            let _enter = span.enter();
-            let answer = match subject {
-                "analysis.request" => answer_analysis(&engine, &config, &msg.payload).await,
-                _ => answer_average(&engine, &msg.payload).await,
-            };
-            if let Some((result_subject, payload)) = answer
-                && let Err(err) = client
-                    .publish(result_subject, payload.to_string().into())
-                    .await
-            {
-                tracing::error!(%err, "cannot publish the result");
-            }
-            drop(permit);
-        });
+        spawn(&mut tasks, subject, msg, permit);
         // Reap finished tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
     }
+    // Stop taking work, but answer what the server already handed us.
     tracing::info!(
         in_flight = tasks.len(),
         "stopping: no new work, finishing what is in flight"
     );
-    let _ = analyses.unsubscribe().await;
-    let _ = averages.unsubscribe().await;
+    let _ = analyses.drain().await;
+    let _ = averages.drain().await;
+    for (subject, stream) in [
+        ("analysis.request", &mut analyses),
+        ("average.request", &mut averages),
+    ] {
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await
+        {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
+            spawn(&mut tasks, subject, msg, permit);
+        }
+    }
     while tasks.join_next().await.is_some() {}
     let _ = stop_jobs.send(true);
     let _ = scheduler.await;

@@ -272,8 +272,10 @@ async fn infinite_and_garbage_cells_are_null() {
             _ => " +3e2 ".into(),
         };
     }
+    rows[7][2] = "1e19".into(); // Revs beyond any integer: a null metric, not a failed plan
     let m = analyse_one(csv(&HEADER, &rows)).await;
-    assert_eq!(m["status"], "Success");
+    assert_eq!(m["status"], "Success", "{m}");
+    assert_eq!(m["analysis"]["driving"]["revs"]["max"], Value::Null);
     let temp = &m["analysis"]["fap"]["temp"];
     assert_eq!(temp["max_c"], 300);
     assert_eq!(temp["min_c"], 300);

@@ -385,8 +385,20 @@ where
     })
 }
 
-/// A URL with its password hidden, for messages.
+/// A URL with its password hidden (user info and `password=`), for messages.
 pub fn redact(url: &str) -> String {
+    let url = redact_userinfo(url);
+    match url.find("password=") {
+        Some(start) => {
+            let value = start + "password=".len();
+            let end = url[value..].find('&').map_or(url.len(), |e| value + e);
+            format!("{}***{}", &url[..value], &url[end..])
+        }
+        None => url,
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -396,5 +408,30 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn secrets_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/fap"),
+            "postgres://app:***@db:5432/fap"
+        );
+        assert_eq!(
+            redact("postgres://app@db/fap?password=s3cret&x=1"),
+            "postgres://app@db/fap?password=***&x=1"
+        );
+        assert_eq!(
+            redact("nats://user:pw@nats:4222"),
+            "nats://user:***@nats:4222"
+        );
+        assert_eq!(
+            redact("sqlite://warehouse/catalog.db"),
+            "sqlite://warehouse/catalog.db"
+        );
     }
 }

@@ -122,7 +122,8 @@ pub fn parse_timestamp(date: &[u8], time: &[u8]) -> Option<i64> {
     let days = crate::civil::days_from_civil(i64::from(year), month, day);
     let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     let nanos = i64::from(fraction) * 10i64.pow(9 - fraction_digits);
-    Some(seconds * 1_000_000_000 + nanos)
+    // Nanoseconds in i64 cover 1678–2261: a date outside has no timestamp.
+    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// A cursor over `digits sep digits sep ...` with exact separators.
@@ -263,6 +264,8 @@ mod tests {
             ("Date", "Time"),
             ("2025-02-03", "10:00:00.0"),
             ("2025.02.03", "10:00:00.1234567890"),
+            ("2300.01.01", "10:00:00.0"),
+            ("1600.01.01", "10:00:00.0"),
         ] {
             assert_eq!(ts(date, time), None, "{date} {time}");
         }
