@@ -35,7 +35,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "FAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Input megabytes analysed by one plan at most (bounds memory; 0 = all in one plan).
-    #[arg(long, global = true, env = "FAP_CHUNK_MB", default_value_t = 64)]
+    #[arg(long, global = true, env = "FAP_CHUNK_MB", default_value_t = 128)]
     chunk_mb: u64,
     /// Folder of SQL models overriding the embedded ones (same file names as sql/).
     #[arg(long, global = true, env = "FAP_SQL_DIR")]

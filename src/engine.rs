@@ -33,8 +33,8 @@ pub struct Engine {
     chunk_bytes: u64,
 }
 
-/// Default input per plan: keeps peak memory near 300 MiB.
-pub const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+/// Default input per plan: peak memory stays near 5× this (≈ 600 MiB).
+pub const DEFAULT_CHUNK_BYTES: u64 = 128 * 1024 * 1024;
 
 /// What one analysis run produced.
 #[derive(Debug, Clone)]
@@ -108,14 +108,22 @@ impl Engine {
     /// Analyses every log: one plan per chunk of `chunk_bytes` of input,
     /// results in `log_id` order.
     pub async fn analyse(&self, logs: &[LogInput]) -> Result<LogAnalyses> {
-        let mut sorted: Vec<&LogInput> = logs.iter().collect();
-        sorted.sort_by(|a, b| a.log_id.cmp(&b.log_id));
+        let mut sorted: Vec<(&LogInput, u64)> = logs
+            .iter()
+            .map(|log| (log, std::fs::metadata(&log.path).map_or(0, |m| m.len())))
+            .collect();
+        sorted.sort_by(|a, b| a.0.log_id.cmp(&b.0.log_id));
+        // Even chunks: as many plans as the budget needs, each as full as the others.
+        let total: u64 = sorted.iter().map(|(_, size)| size).sum();
+        let target = match self.chunk_bytes {
+            0 => u64::MAX,
+            budget => total.div_ceil(total.div_ceil(budget).max(1)),
+        };
         let mut chunks: Vec<Vec<LogInput>> = vec![Vec::new()];
         let mut bytes = 0u64;
-        for log in sorted {
-            let size = std::fs::metadata(&log.path).map_or(0, |m| m.len());
-            let full = chunks.last().is_some_and(|c| !c.is_empty());
-            if self.chunk_bytes > 0 && full && bytes + size > self.chunk_bytes {
+        for (log, size) in sorted {
+            let started = chunks.last().is_some_and(|c| !c.is_empty());
+            if started && bytes + size > target {
                 chunks.push(Vec::new());
                 bytes = 0;
             }

@@ -317,12 +317,11 @@ async fn run_steps(
             }
         };
         if catalog.is_embedded() {
-            for m in confirmed.iter().map(|&i| &messages[i]) {
-                match m.subject {
-                    "analysis.result" => catalog.apply_analysis_result(&m.payload, VERSION).await?,
-                    _ => catalog.apply_average_result(&m.payload).await?,
-                }
-            }
+            let held: Vec<(&str, &Value)> = confirmed
+                .iter()
+                .map(|&i| (messages[i].subject, &messages[i].payload))
+                .collect();
+            catalog.apply_results(&held, VERSION).await?;
         }
         if summary.undelivered > 0 {
             return Err(JobError::Delivery(DeliveryError::Undelivered {

@@ -206,78 +206,93 @@ impl Catalog {
         Ok(())
     }
 
-    /// Applies an `analysis.result` the way the backend does (embedded only).
-    pub async fn apply_analysis_result(&self, result: &Value, version: &str) -> Result<()> {
-        let pool = self.embedded()?;
-        let log_date = result["logDate"].as_str();
-        let (year, month) = log_date
-            .and_then(|d| {
-                let mut parts = d.split('-');
-                Some((
-                    parts.next()?.parse::<i64>().ok()?,
-                    parts.next()?.parse::<i64>().ok()?,
-                ))
-            })
-            .unzip();
-        sqlx::query(
-            "UPDATE fap_analysis SET status = ?, message = ?, analysis = ?, fap_regen = ?, \
-             log_date = ?, log_year = ?, log_month = ?, distance = ?, version = ?, \
-             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
-        )
-        .bind(result["status"].as_str())
-        .bind(result["message"].as_str())
-        .bind(result["analysis"].to_string())
-        .bind(result["fapRegen"].as_bool().unwrap_or(false))
-        .bind(log_date.map(|d| format!("{d}T00:00:00.000Z")))
-        .bind(year)
-        .bind(month)
-        .bind(result["distance"].as_f64())
-        .bind(version)
-        .bind(result["analysisId"].as_str())
-        .execute(pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Applies an `average.result` the way the backend does: upsert by period.
-    pub async fn apply_average_result(&self, result: &Value) -> Result<()> {
+    /// Records delivered results as consumers hold them, the way the backend
+    /// applies them, in one transaction (embedded only).
+    pub async fn apply_results(&self, results: &[(&str, &Value)], version: &str) -> Result<()> {
         let pool = self.embedded()?;
         let mut tx = pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE fap_average SET status = ?, message = ?, sha256 = ?, average = ?, \
-             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-             WHERE user_id = ? AND type = ? AND year IS ? AND month IS ?",
-        )
-        .bind(result["status"].as_str())
-        .bind(result["message"].as_str())
-        .bind(result["analysisSha"].as_str())
-        .bind(result["average"].to_string())
-        .bind(result["userId"].as_str())
-        .bind(result["type"].as_str())
-        .bind(result["year"].as_i64())
-        .bind(result["month"].as_i64())
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query(
-                "INSERT INTO fap_average (id, user_id, type, year, month, status, message, sha256, average) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(result["userId"].as_str())
-            .bind(result["type"].as_str())
-            .bind(result["year"].as_i64())
-            .bind(result["month"].as_i64())
-            .bind(result["status"].as_str())
-            .bind(result["message"].as_str())
-            .bind(result["analysisSha"].as_str())
-            .bind(result["average"].to_string())
-            .execute(&mut *tx)
-            .await?;
+        for (subject, payload) in results {
+            match *subject {
+                "analysis.result" => apply_analysis_result(&mut tx, payload, version).await?,
+                _ => apply_average_result(&mut tx, payload).await?,
+            }
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Applies an `analysis.result` the way the backend does.
+async fn apply_analysis_result(
+    conn: &mut sqlx::SqliteConnection,
+    result: &Value,
+    version: &str,
+) -> Result<()> {
+    let log_date = result["logDate"].as_str();
+    let (year, month) = log_date
+        .and_then(|d| {
+            let mut parts = d.split('-');
+            Some((
+                parts.next()?.parse::<i64>().ok()?,
+                parts.next()?.parse::<i64>().ok()?,
+            ))
+        })
+        .unzip();
+    sqlx::query(
+        "UPDATE fap_analysis SET status = ?, message = ?, analysis = ?, fap_regen = ?, \
+         log_date = ?, log_year = ?, log_month = ?, distance = ?, version = ?, \
+         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+    )
+    .bind(result["status"].as_str())
+    .bind(result["message"].as_str())
+    .bind(result["analysis"].to_string())
+    .bind(result["fapRegen"].as_bool().unwrap_or(false))
+    .bind(log_date.map(|d| format!("{d}T00:00:00.000Z")))
+    .bind(year)
+    .bind(month)
+    .bind(result["distance"].as_f64())
+    .bind(version)
+    .bind(result["analysisId"].as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Applies an `average.result` the way the backend does: upsert by period.
+async fn apply_average_result(conn: &mut sqlx::SqliteConnection, result: &Value) -> Result<()> {
+    let updated = sqlx::query(
+        "UPDATE fap_average SET status = ?, message = ?, sha256 = ?, average = ?, \
+         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         WHERE user_id = ? AND type = ? AND year IS ? AND month IS ?",
+    )
+    .bind(result["status"].as_str())
+    .bind(result["message"].as_str())
+    .bind(result["analysisSha"].as_str())
+    .bind(result["average"].to_string())
+    .bind(result["userId"].as_str())
+    .bind(result["type"].as_str())
+    .bind(result["year"].as_i64())
+    .bind(result["month"].as_i64())
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        sqlx::query(
+            "INSERT INTO fap_average (id, user_id, type, year, month, status, message, sha256, average) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(result["userId"].as_str())
+        .bind(result["type"].as_str())
+        .bind(result["year"].as_i64())
+        .bind(result["month"].as_i64())
+        .bind(result["status"].as_str())
+        .bind(result["message"].as_str())
+        .bind(result["analysisSha"].as_str())
+        .bind(result["average"].to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The migrations of fap-warehouse's own schema (`fap_warehouse`).
