@@ -322,6 +322,14 @@ fn the_nightly_job_end_to_end() {
         ]
     );
 
+    // Two runs never overlap: while another holds the run lock, a run is skipped (exit 3).
+    let lock = std::fs::File::open(w.path().join("wh/locks/run.lock")).expect("lock file");
+    lock.try_lock().expect("the lock is free between runs");
+    let (code, _, stderr) = w.run(&["run"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("skipped"), "{stderr}");
+    drop(lock);
+
     // A crash between staging and rename leaves the previous latest.
     let before = w.ok(&["snapshots", "list"]);
     let root = w.path().join("wh");

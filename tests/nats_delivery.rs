@@ -9,6 +9,10 @@ use std::collections::HashSet;
 
 use common::NATS;
 
+/// The tests here share the result subjects (and, in one, a stream that
+/// captures them): they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Setup {
     dir: tempfile::TempDir,
     ids: HashSet<String>,
@@ -80,6 +84,7 @@ fn user_of(s: &Setup) -> HashSet<String> {
 
 #[tokio::test]
 async fn run_publishes_exactly_what_changed_over_core_nats() {
+    let _serial = SERIAL.lock().await;
     let s = setup(3, 31);
     let (code, out, got) = run_and_listen(&s, &["--nats", NATS, "run"]).await;
     assert_eq!(code, 0, "{out}");
@@ -105,6 +110,7 @@ async fn run_publishes_exactly_what_changed_over_core_nats() {
 
 #[tokio::test]
 async fn unreachable_nats_fails_the_run_and_records_nothing() {
+    let _serial = SERIAL.lock().await;
     let s = setup(2, 32);
     let (code, out, _) = run_and_listen(&s, &["--nats", "nats://127.0.0.1:9", "run"]).await;
     assert_ne!(code, 0, "{out}");
@@ -117,4 +123,47 @@ async fn unreachable_nats_fails_the_run_and_records_nothing() {
         2,
         "{got:?}"
     );
+}
+
+#[tokio::test]
+async fn a_jetstream_stream_acknowledges_and_deduplicates_results() {
+    let _serial = SERIAL.lock().await;
+    let client = async_nats::connect(NATS)
+        .await
+        .expect("NATS is running on 127.0.0.1:4222");
+    let js = async_nats::jetstream::new(client);
+    // Only one stream may capture the result subjects: make ours, or use the operator's.
+    let name = format!("FAP_TEST_{}", uuid::Uuid::new_v4().simple());
+    let s = setup(2, 33);
+    let (code, out, _) = s.bin(&["--nats", NATS, "create-stream", "--name", &name]);
+    let ours = code == 0;
+    let stream_name = if ours {
+        name.clone()
+    } else {
+        assert!(out.is_empty(), "unexpected output {out}");
+        js.stream_by_subject("analysis.result")
+            .await
+            .expect("a stream already captures the results")
+    };
+    let mut stream = js.get_stream(&stream_name).await.expect("stream");
+    let before = stream.info().await.expect("info").state.messages;
+
+    let (code, out, got) = run_and_listen(&s, &["--nats", NATS, "run"]).await;
+    assert_eq!(code, 0, "{out}");
+    let sent = got.len() as u64;
+    assert!(sent >= 5, "2 analyses + at least 3 averages: {got:?}");
+    let after = stream.info().await.expect("info").state.messages;
+    assert!(
+        after >= before + sent,
+        "every result is stored and acknowledged"
+    );
+
+    // The same results again (--force): same Nats-Msg-Id, stored once.
+    let (code, out, _) = run_and_listen(&s, &["--nats", NATS, "run", "--force"]).await;
+    assert_eq!(code, 0, "{out}");
+    let again = stream.info().await.expect("info").state.messages;
+    if ours {
+        assert_eq!(again, after, "retries are de-duplicated by Nats-Msg-Id");
+        js.delete_stream(&name).await.expect("cleanup");
+    }
 }
