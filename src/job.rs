@@ -19,7 +19,7 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::nullif;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde_json::{Value, json};
 
 use crate::average::{GroupKey, members_from_json};
@@ -431,96 +431,53 @@ fn analysis_snapshot(
         )
     };
     let failed = BooleanArray::from_iter(results.iter().map(|r| Some(r["status"] != "Success")));
-    let mut fields = vec![
-        Field::new(
+    let text = |key: &str| -> ArrayRef {
+        Arc::new(
+            results
+                .iter()
+                .map(|r| r[key].as_str())
+                .collect::<StringArray>(),
+        )
+    };
+    let facts: Vec<(&str, DataType, ArrayRef)> = vec![
+        (
             "analysis_id",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            false,
+            DataType::Utf8,
+            Arc::new(StringArray::from_iter_values(ids.iter())),
         ),
-        Field::new(
-            "user_id",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            true,
-        ),
-        Field::new(
-            "file_name",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            true,
-        ),
-        Field::new(
-            "file_sha256",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            true,
-        ),
-        Field::new(
-            "status",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            false,
-        ),
-        Field::new(
-            "message",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            false,
-        ),
-        Field::new(
-            "log_date",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            true,
-        ),
-        Field::new(
-            "log_year",
-            datafusion::arrow::datatypes::DataType::Int64,
-            true,
-        ),
-        Field::new(
-            "log_month",
-            datafusion::arrow::datatypes::DataType::Int64,
-            true,
-        ),
-        Field::new(
+        ("user_id", DataType::Utf8, catalog(|r| &r.user_id)),
+        ("file_name", DataType::Utf8, catalog(|r| &r.file_name)),
+        ("file_sha256", DataType::Utf8, catalog(|r| &r.sha256)),
+        ("status", DataType::Utf8, text("status")),
+        ("message", DataType::Utf8, text("message")),
+        ("log_date", DataType::Utf8, text("logDate")),
+        ("log_year", DataType::Int64, part(0)),
+        ("log_month", DataType::Int64, part(1)),
+        (
             "fap_regen",
-            datafusion::arrow::datatypes::DataType::Boolean,
-            false,
+            DataType::Boolean,
+            Arc::new(
+                results
+                    .iter()
+                    .map(|r| r["fapRegen"].as_bool())
+                    .collect::<BooleanArray>(),
+            ),
         ),
-        Field::new(
+        (
             "distance_km",
-            datafusion::arrow::datatypes::DataType::Float64,
-            true,
+            DataType::Float64,
+            Arc::new(
+                results
+                    .iter()
+                    .map(|r| r["distance"].as_f64())
+                    .collect::<Float64Array>(),
+            ),
         ),
     ];
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(ids.iter())),
-        catalog(|r| &r.user_id),
-        catalog(|r| &r.file_name),
-        catalog(|r| &r.sha256),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| r["status"].as_str())
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| r["message"].as_str())
-                .collect::<StringArray>(),
-        ),
-        Arc::new(log_date.iter().copied().collect::<StringArray>()),
-        part(0),
-        part(1),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| r["fapRegen"].as_bool())
-                .collect::<BooleanArray>(),
-        ),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| r["distance"].as_f64())
-                .collect::<Float64Array>(),
-        ),
-    ];
+    let (mut fields, mut columns): (Vec<Field>, Vec<ArrayRef>) = facts
+        .into_iter()
+        .map(|(name, data_type, column)| (Field::new(name, data_type, true), column))
+        .unzip();
     let skip: HashSet<&str> = ["log_id", "status", "message"].into();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         if skip.contains(field.name().as_str()) {
@@ -529,11 +486,7 @@ fn analysis_snapshot(
         fields.push(Field::new(field.name(), field.data_type().clone(), true));
         columns.push(nullif(column.as_ref(), &failed)?);
     }
-    fields.push(Field::new(
-        "analysis_json",
-        datafusion::arrow::datatypes::DataType::Utf8,
-        false,
-    ));
+    fields.push(Field::new("analysis_json", DataType::Utf8, false));
     columns.push(Arc::new(StringArray::from_iter_values(
         results.iter().map(|r| r["analysis"].to_string()),
     )));
@@ -567,11 +520,7 @@ fn average_snapshot(
         ));
         columns.push(column.clone());
         if field.name() == "month" {
-            fields.push(Field::new(
-                "analysis_sha",
-                datafusion::arrow::datatypes::DataType::Utf8,
-                true,
-            ));
+            fields.push(Field::new("analysis_sha", DataType::Utf8, true));
             let shas: StringArray = keys
                 .iter()
                 .map(|k| result(k, "analysisSha").as_str().map(str::to_string))
@@ -579,11 +528,7 @@ fn average_snapshot(
             columns.push(Arc::new(shas));
         }
     }
-    fields.push(Field::new(
-        "average_json",
-        datafusion::arrow::datatypes::DataType::Utf8,
-        true,
-    ));
+    fields.push(Field::new("average_json", DataType::Utf8, true));
     let json: StringArray = keys
         .iter()
         .map(|k| Some(result(k, "average").to_string()))
