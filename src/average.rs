@@ -17,20 +17,20 @@ use serde_json::{Map, Value};
 
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use crate::shape::{self, Node};
+use crate::shape;
 
 /// The columns of `group_members`: the group key (`user_id`, `type`, `year`,
 /// `month`), then every analysis metric (DOUBLE, text for the date) and the
 /// flags of objects that may be null.
 pub fn members_schema() -> SchemaRef {
-    let nodes = shape::parse(shape::ANALYSIS);
-    let text: HashSet<String> = shape::leaf_columns(&nodes)
+    let nodes = shape::analysis();
+    let text: HashSet<String> = shape::leaf_columns(nodes)
         .into_iter()
         .filter_map(|(c, t)| t.then_some(c))
         .collect();
-    let flags: HashSet<String> = shape::flag_columns(&nodes).into_iter().collect();
+    let flags: HashSet<String> = shape::flag_columns(nodes).into_iter().collect();
     let mut columns = Vec::new();
-    shape::flatten(&nodes, &Value::Null, &mut columns);
+    shape::flatten(nodes, &Value::Null, &mut columns);
     let mut fields = vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("type", DataType::Utf8, false),
@@ -63,12 +63,12 @@ pub struct GroupKey {
 /// Builds `group_members` from analysis objects: `(group, analysis)` pairs.
 pub fn members_from_json(members: &[(GroupKey, Value)]) -> Result<RecordBatch> {
     let schema = members_schema();
-    let nodes = shape::parse(shape::ANALYSIS);
+    let nodes = shape::analysis();
     let rows: Vec<Vec<(String, Value)>> = members
         .iter()
         .map(|(_, analysis)| {
             let mut row = Vec::new();
-            shape::flatten(&nodes, analysis, &mut row);
+            shape::flatten(nodes, analysis, &mut row);
             row
         })
         .collect();
@@ -196,6 +196,5 @@ pub async fn answer(engine: &Engine, payload: &Value) -> Result<Value> {
             averages.num_rows()
         )));
     }
-    let layout: Vec<Node> = shape::parse(shape::AVERAGE);
-    Ok(request.result(Ok(shape::to_json(&layout, &averages, 0))))
+    Ok(request.result(Ok(shape::to_json(shape::average(), &averages, 0))))
 }

@@ -221,7 +221,7 @@ async fn run_steps(
         .flat_map(|(key, items)| items.iter().map(move |(_, a)| (key.clone(), (*a).clone())))
         .collect();
     let averages = engine.average(members_from_json(&members)?).await?;
-    let average_layout = shape::parse(shape::AVERAGE);
+    let average_layout = shape::average();
     let mut average_results: BTreeMap<GroupKey, Value> = BTreeMap::new();
     let mut group_shas: BTreeMap<GroupKey, String> = BTreeMap::new();
     for row in 0..averages.num_rows() {
@@ -233,7 +233,7 @@ async fn run_steps(
         items.sort_by(|a, b| (&a.0.sha256, &a.0.id).cmp(&(&b.0.sha256, &b.0.id)));
         let objects: Vec<&Value> = items.iter().map(|(_, a)| *a).collect();
         let sha = crate::jsonb::analysis_sha(&objects);
-        let average = shape::to_json(&average_layout, &averages, row);
+        let average = shape::to_json(average_layout, &averages, row);
         average_results.insert(
             key.clone(),
             json!({

@@ -26,8 +26,7 @@ pub fn analysis_result(batch: &RecordBatch, row: usize) -> Value {
     };
     let success = text("status") == "Success";
     let analysis = if success {
-        let layout = shape::parse(shape::ANALYSIS);
-        shape::to_json(&layout, batch, row)
+        shape::to_json(shape::analysis(), batch, row)
     } else {
         Map::new()
     };

@@ -118,6 +118,18 @@ pub enum Node {
     },
 }
 
+/// The parsed analysis layout, parsed once per process.
+pub fn analysis() -> &'static [Node] {
+    static LAYOUT: std::sync::LazyLock<Vec<Node>> = std::sync::LazyLock::new(|| parse(ANALYSIS));
+    &LAYOUT
+}
+
+/// The parsed average layout, parsed once per process.
+pub fn average() -> &'static [Node] {
+    static LAYOUT: std::sync::LazyLock<Vec<Node>> = std::sync::LazyLock::new(|| parse(AVERAGE));
+    &LAYOUT
+}
+
 /// Parses a layout (one of the constants above). Panics only on a malformed
 /// constant, which the tests below catch.
 pub fn parse(layout: &str) -> Vec<Node> {
