@@ -1,15 +1,24 @@
 -- Staging: every log's rows after the contract's cleaning (analysis.md §2).
 --
--- In:  log_rows  one row per data line; ts is NULL where Date + Time is not a
---                strict `Y.M.D H:M:S.f` timestamp (§2.2, parsed while reading)
+-- In:  log_rows  one row per data line, in time order within each log;
+--                ts is NULL where Date + Time is not a strict timestamp (§2.2,
+--                parsed while reading); a log that cannot be read at all has a
+--                single row whose `problem` says why
 -- Out: the rows that survive cleaning, with `dt` (seconds since the previous
---      row) and per-log counts. A log where no row survives keeps one row with
---      kept = false, so the per-log layer can still say why it failed.
+--      row) and per-log counts. A log where no row survives keeps its first
+--      row with kept = false, so the per-log layer can still say why it failed.
+--
+-- Whole-log values use the project's window functions log_count, log_median
+-- (see src/analysis/functions.rs): they give each row the value over its whole
+-- log, whatever the frame, and stream one log at a time.
 WITH readings AS (
     SELECT
-        log_id,
+        log_no,
         line,
         ts,
+        problem,
+        has_speed_column,
+        has_oil_temp_column,
         "Revs"              AS revs,
         "Speed"             AS speed,
         "ExternalTemp"      AS external_temp,
@@ -49,8 +58,6 @@ WITH readings AS (
 timed AS (
     SELECT
         *,
-        COUNT(*) OVER per_log  AS data_rows,
-        COUNT(ts) OVER per_log AS timed_rows,
         ROW_NUMBER() OVER by_time AS row_in_log,
         -- 4. Time steps in integer nanoseconds, so dt is exact (0.9, 1.9, 421.0)
         --    and sums of durations do not drift; 0 for the first row.
@@ -59,13 +66,18 @@ timed AS (
         END AS dt_ns
     FROM readings
     -- 3. Rows in time order; rows without a timestamp sort last and are dropped (2).
-    WINDOW per_log AS (PARTITION BY log_id),
-           by_time AS (PARTITION BY log_id ORDER BY ts, line)
+    WINDOW by_time AS (PARTITION BY log_no ORDER BY ts, line)
 ),
 typical AS (
-    -- 5. The typical step: median dt, the first row's 0 included.
-    SELECT *, dt_ns / 1e9 AS dt, median(dt_ns / 1e9) OVER (PARTITION BY log_id) AS typical_dt
+    SELECT
+        *,
+        dt_ns / 1e9 AS dt,
+        log_count(line) OVER per_log AS data_rows,
+        log_count(ts) OVER per_log   AS timed_rows,
+        -- 5. The typical step: median dt, the first row's 0 included.
+        log_median(dt_ns / 1e9) OVER per_log AS typical_dt
     FROM timed
+    WINDOW per_log AS (PARTITION BY log_no)
 )
 SELECT
     *,

@@ -12,7 +12,25 @@
 //! Everything derives from one seed through a private splitmix64, so the same
 //! [`LogSpec`] always renders the same bytes.
 
-use crate::civil::{civil_from_days, days_from_civil};
+use chrono::Datelike;
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    chrono::NaiveDate::from_ymd_opt(year as i32, month, day)
+        .map_or(0, |d| i64::from(d.num_days_from_ce()) - UNIX_EPOCH_CE_DAYS)
+}
+
+/// The civil date of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let date = i32::try_from(days + UNIX_EPOCH_CE_DAYS)
+        .ok()
+        .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+        .unwrap_or_default();
+    (i64::from(date.year()), date.month(), date.day())
+}
+
+/// 1970-01-01 counted from 0001-01-01 (day 1).
+const UNIX_EPOCH_CE_DAYS: i64 = 719_163;
 
 use std::fmt::Write;
 

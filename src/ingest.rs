@@ -1,11 +1,20 @@
 //! The upload path of the embedded default: logs (or zips of logs) into the
 //! volume and the catalog, as the backend does for real uploads.
 //!
-//! Guarantees: the same bytes for the same user are the same analysis (no
-//! duplicate); a zip holding anything but `.csv` files is refused whole,
-//! before anything is written; zip entry names never become paths; size
-//! limits stop zip bombs. A log is copied to the volume before its catalog
-//! row exists, so a catalog row never points at a missing file.
+//! Guarantees:
+//! - the same bytes for the same user are the same analysis, also when two
+//!   ingests of them run at once (no duplicate, no orphan file);
+//! - only regular files are read (no FIFO, device, or symlink to one), and
+//!   never more than the size limit plus one byte;
+//! - a zip holding anything but `.csv` files, entries that overlap (a zip
+//!   bomb's trick), or more bytes than allowed once unpacked is refused
+//!   whole, before anything is written; sizes are counted on the bytes
+//!   actually unpacked, never taken from the zip's headers, and one entry
+//!   at a time is in memory;
+//! - zip entry names never become paths: they are labels, cleaned of control
+//!   characters and cut to the 255 characters the backend stores;
+//! - a log is stored on the volume before its catalog row exists, so a
+//!   catalog row never points at a missing file.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,14 +22,16 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::scan::LogLimits;
+use crate::volume::{Volume, VolumeError};
 
 /// The largest log accepted, packed or not.
 pub const MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
 /// The most a zip may unpack to in total, and the most entries it may hold.
 pub const MAX_ZIP_TOTAL: u64 = 2 * 1024 * 1024 * 1024;
 pub const MAX_ZIP_ENTRIES: usize = 10_000;
-/// The largest unpacked/packed ratio believed for one entry.
-pub const MAX_ZIP_RATIO: u64 = 200;
+/// The longest file name the backend stores.
+pub const MAX_NAME: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -31,8 +42,12 @@ pub enum IngestError {
     },
     #[error("{path}: refused: {reason}")]
     Refused { path: PathBuf, reason: String },
+    #[error("{0:?} is not an email address")]
+    Email(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 /// One log that went in: its analysis id, the name the user gave it, and
@@ -42,140 +57,350 @@ pub struct Ingested {
     pub analysis_id: String,
     pub file_name: String,
     pub created: bool,
+    /// Why the log will fail its analysis, when it is over the limits.
+    pub warning: Option<String>,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone)]
+pub struct IngestSummary {
+    pub logs: Vec<Ingested>,
+    pub user_created: bool,
+}
+
+/// Checks an email address the way a sign-up form would.
+pub fn validate_email(email: &str) -> Result<(), IngestError> {
+    let bad = || IngestError::Email(email.to_string());
+    if email.len() > MAX_NAME || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    let labels: Vec<&str> = domain.split('.').collect();
+    if local.is_empty()
+        || domain.contains('@')
+        || labels.len() < 2
+        || labels
+            .iter()
+            .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// A name for display and storage: control characters replaced, at most
+/// 255 characters.
+pub fn clean_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .take(MAX_NAME)
+        .collect()
 }
 
 /// Ingests `files` for the user `email` into `volume` and `catalog`.
 pub async fn ingest(
     catalog: &Catalog,
-    volume: &Path,
+    volume: &Volume,
     email: &str,
     files: &[PathBuf],
-) -> Result<Vec<Ingested>, IngestError> {
-    // Read and check everything first: a refused file writes nothing.
-    let mut logs: Vec<(String, Vec<u8>)> = Vec::new();
+    limits: LogLimits,
+) -> Result<IngestSummary, IngestError> {
+    validate_email(email)?;
+    // Check everything first: a refused file writes nothing.
+    let mut uploads = Vec::new();
     for path in files {
-        logs.extend(read_upload(path)?);
+        uploads.push(check_upload(path)?);
     }
-    std::fs::create_dir_all(volume).map_err(|source| IngestError::Io {
-        path: volume.to_path_buf(),
-        source,
-    })?;
-    let user_id = catalog.user_for_email(email).await?;
-    let mut out = Vec::new();
-    for (file_name, bytes) in logs {
-        let sha = crate::sql::hex(&Sha256::digest(&bytes));
-        if let Some(id) = catalog.analysis_by_sha(&user_id, &sha).await? {
-            out.push(Ingested {
-                analysis_id: id,
-                file_name,
-                created: false,
-            });
-            continue;
+    let (user_id, user_created) = catalog.user_for_email(email).await?;
+    let mut logs = Vec::new();
+    for upload in &uploads {
+        for entry in upload.entries() {
+            let (file_name, bytes) = upload.read(entry)?;
+            logs.push(store(catalog, volume, &user_id, file_name, bytes, limits).await?);
         }
-        let id = uuid::Uuid::new_v4().to_string();
-        let target = volume.join(format!("{id}.csv"));
-        let staged = volume.join(format!(".{id}.csv.part"));
-        let written = std::fs::File::create(&staged).and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        });
-        written
-            .and_then(|()| std::fs::rename(&staged, &target))
-            .map_err(|source| IngestError::Io {
-                path: target.clone(),
-                source,
-            })?;
-        crate::deliver::sync_dir(volume);
-        catalog
-            .insert_analysis(&id, &user_id, &file_name, &sha)
-            .await?;
-        out.push(Ingested {
-            analysis_id: id,
-            file_name,
-            created: true,
-        });
     }
-    Ok(out)
+    Ok(IngestSummary { logs, user_created })
 }
 
-/// The logs in one uploaded file: itself (`.csv`) or the `.csv` entries of a zip.
-fn read_upload(path: &Path) -> Result<Vec<(String, Vec<u8>)>, IngestError> {
-    let refused = |reason: String| IngestError::Refused {
+async fn store(
+    catalog: &Catalog,
+    volume: &Volume,
+    user_id: &str,
+    file_name: String,
+    bytes: Vec<u8>,
+    limits: LogLimits,
+) -> Result<Ingested, IngestError> {
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    let warning = over_limits(&bytes, limits);
+    if let Some(id) = catalog.analysis_by_sha(user_id, &sha).await? {
+        return Ok(Ingested {
+            analysis_id: id,
+            file_name,
+            created: false,
+            warning,
+        });
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    volume.put(&id, bytes::Bytes::from(bytes)).await?;
+    let holder = catalog
+        .insert_analysis(&id, user_id, &file_name, &sha)
+        .await?;
+    if holder != id {
+        // A concurrent ingest of the same bytes won: ours is no upload.
+        volume.delete(&id).await?;
+    }
+    Ok(Ingested {
+        created: holder == id,
+        analysis_id: holder,
+        file_name,
+        warning,
+    })
+}
+
+/// Why a log will fail for its size, if it will.
+fn over_limits(bytes: &[u8], limits: LogLimits) -> Option<String> {
+    if bytes.len() as u64 > limits.max_bytes {
+        return Some(crate::scan::log_file::too_many_bytes(
+            bytes.len() as u64,
+            limits,
+        ));
+    }
+    let rows = memchr::memchr_iter(b'\n', bytes).count() as u64;
+    (rows > limits.max_rows + 1).then(|| {
+        format!(
+            "Log too large: about {rows} rows, limit {}.",
+            limits.max_rows
+        )
+    })
+}
+
+/// An upload that passed its checks.
+enum Upload {
+    Csv {
+        path: PathBuf,
+        name: String,
+    },
+    Zip {
+        path: PathBuf,
+        entries: Vec<(usize, String)>,
+    },
+}
+
+impl Upload {
+    fn entries(&self) -> Vec<usize> {
+        match self {
+            Upload::Csv { .. } => vec![0],
+            Upload::Zip { entries, .. } => entries.iter().map(|(i, _)| *i).collect(),
+        }
+    }
+
+    /// The name and bytes of one log of the upload.
+    fn read(&self, entry: usize) -> Result<(String, Vec<u8>), IngestError> {
+        match self {
+            Upload::Csv { path, name } => Ok((name.clone(), read_regular(path, MAX_LOG_BYTES)?)),
+            Upload::Zip { path, entries } => {
+                let name = entries
+                    .iter()
+                    .find(|(i, _)| *i == entry)
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_default();
+                let mut archive = open_zip(path)?;
+                let file = archive
+                    .by_index(entry)
+                    .map_err(|e| refused(path, format!("entry {entry} unreadable: {e}")))?;
+                let bytes = read_limited(file, MAX_LOG_BYTES)
+                    .map_err(|e| refused(path, format!("entry {entry} unreadable: {e}")))?;
+                Ok((name, bytes))
+            }
+        }
+    }
+}
+
+fn refused(path: &Path, reason: String) -> IngestError {
+    IngestError::Refused {
         path: path.to_path_buf(),
         reason,
-    };
+    }
+}
+
+/// Checks one uploaded file: a `.csv` log, or a `.zip` of them.
+fn check_upload(path: &Path) -> Result<Upload, IngestError> {
+    let name = clean_name(
+        &path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let lower = name.to_lowercase();
+    let meta = std::fs::metadata(path).map_err(|source| IngestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(refused(path, "not a regular file".into()));
+    }
+    if meta.len() > MAX_LOG_BYTES {
+        return Err(refused(path, format!("larger than {MAX_LOG_BYTES} bytes")));
+    }
+    if lower.ends_with(".csv") {
+        return Ok(Upload::Csv {
+            path: path.to_path_buf(),
+            name,
+        });
+    }
+    if !lower.ends_with(".zip") {
+        return Err(refused(
+            path,
+            "only .csv logs or .zip files of .csv logs are accepted".into(),
+        ));
+    }
+    let mut archive = open_zip(path)?;
+    if archive.len() > MAX_ZIP_ENTRIES {
+        return Err(refused(
+            path,
+            format!("more than {MAX_ZIP_ENTRIES} entries"),
+        ));
+    }
+    // Entries whose data overlap reuse the same compressed bytes many times.
+    let mut spans = Vec::new();
+    let mut entries = Vec::new();
+    for index in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(index)
+            .map_err(|e| refused(path, format!("entry {index} unreadable: {e}")))?;
+        if entry.is_dir() {
+            continue;
+        }
+        let shown = clean_name(entry.name());
+        // Only the entry's base name is kept, and only as a label.
+        let label = clean_name(entry.name().rsplit(['/', '\\']).next().unwrap_or_default());
+        if !label.to_lowercase().ends_with(".csv") {
+            return Err(refused(
+                path,
+                format!("it holds {shown:?}, which is not a .csv log"),
+            ));
+        }
+        spans.push((
+            entry.header_start(),
+            entry.data_start() + entry.compressed_size(),
+            shown,
+        ));
+        entries.push((index, label));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        if pair[1].0 < pair[0].1 {
+            return Err(refused(
+                path,
+                format!("entries {:?} and {:?} overlap", pair[0].2, pair[1].2),
+            ));
+        }
+    }
+    if entries.is_empty() {
+        return Err(refused(path, "the zip holds no .csv log".into()));
+    }
+    // Unpack once, counting real bytes, keeping nothing.
+    let mut total = 0u64;
+    for (index, label) in &entries {
+        let file = archive
+            .by_index(*index)
+            .map_err(|e| refused(path, format!("entry {label:?} unreadable: {e}")))?;
+        let mut counter = std::io::sink();
+        let copied = std::io::copy(&mut file.take(MAX_LOG_BYTES + 1), &mut counter)
+            .map_err(|e| refused(path, format!("entry {label:?} unreadable: {e}")))?;
+        if copied > MAX_LOG_BYTES {
+            return Err(refused(
+                path,
+                format!("entry {label:?} unpacks to more than {MAX_LOG_BYTES} bytes"),
+            ));
+        }
+        total += copied;
+        if total > MAX_ZIP_TOTAL {
+            return Err(refused(
+                path,
+                format!("it unpacks to more than {MAX_ZIP_TOTAL} bytes"),
+            ));
+        }
+    }
+    Ok(Upload::Zip {
+        path: path.to_path_buf(),
+        entries,
+    })
+}
+
+fn open_zip(path: &Path) -> Result<zip::ZipArchive<std::fs::File>, IngestError> {
+    let file = open_regular(path)?;
+    zip::ZipArchive::new(file).map_err(|e| refused(path, format!("not a readable zip: {e}")))
+}
+
+/// Opens a regular file without ever blocking on a FIFO, and checks what
+/// was opened (the path may have been swapped since it was checked).
+fn open_regular(path: &Path) -> Result<std::fs::File, IngestError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| IngestError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let lower = name.to_lowercase();
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > MAX_LOG_BYTES {
-        return Err(refused(format!("larger than {MAX_LOG_BYTES} bytes")));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(refused(path, "not a regular file".into()));
     }
-    if lower.ends_with(".csv") {
-        return Ok(vec![(name, std::fs::read(path).map_err(io)?)]);
+    Ok(file)
+}
+
+fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, IngestError> {
+    let file = open_regular(path)?;
+    let bytes = read_limited(file, limit).map_err(|source| IngestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.len() as u64 > limit {
+        return Err(refused(path, format!("larger than {limit} bytes")));
     }
-    if !lower.ends_with(".zip") {
-        return Err(refused(
-            "only .csv logs or .zip files of .csv logs are accepted".into(),
-        ));
+    Ok(bytes)
+}
+
+/// Reads at most `limit + 1` bytes: one more than allowed tells "too large".
+fn read_limited(reader: impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("more than {limit} bytes")));
     }
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| refused(format!("not a readable zip: {e}")))?;
-    if archive.len() > MAX_ZIP_ENTRIES {
-        return Err(refused(format!("more than {MAX_ZIP_ENTRIES} entries")));
-    }
-    let mut logs = Vec::new();
-    let mut total = 0u64;
-    for index in 0..archive.len() {
-        let entry = archive
-            .by_index(index)
-            .map_err(|e| refused(format!("entry {index} unreadable: {e}")))?;
-        if entry.is_dir() {
-            continue;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_checked() {
+        for ok in ["a@example.com", "first.last+tag@sub.example.org"] {
+            assert!(validate_email(ok).is_ok(), "{ok}");
         }
-        // Only the entry's base name is kept, and only as a label.
-        let entry_name = entry
-            .name()
-            .rsplit(['/', '\\'])
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if !entry_name.to_lowercase().ends_with(".csv") {
-            return Err(refused(format!(
-                "it holds {:?}, which is not a .csv log",
-                entry.name()
-            )));
+        for bad in [
+            "not-an-email",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@@x.com",
+            "a@.com",
+            "a@x..com",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad}");
         }
-        let declared = entry.size();
-        let packed = entry.compressed_size().max(1);
-        if declared > MAX_LOG_BYTES || declared / packed > MAX_ZIP_RATIO {
-            return Err(refused(format!(
-                "entry {:?} unpacks suspiciously large",
-                entry.name()
-            )));
-        }
-        let mut bytes = Vec::new();
-        // Never trust the declared size: read at most one byte past the limit.
-        entry
-            .take(MAX_LOG_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| refused(format!("entry {index} unreadable: {e}")))?;
-        total += bytes.len() as u64;
-        if bytes.len() as u64 > MAX_LOG_BYTES || total > MAX_ZIP_TOTAL {
-            return Err(refused("it unpacks to more than the allowed size".into()));
-        }
-        logs.push((entry_name, bytes));
     }
-    if logs.is_empty() {
-        return Err(refused("the zip holds no .csv log".into()));
+
+    #[test]
+    fn regression_entry_names_are_cleaned_and_cut() {
+        let name = clean_name("evil\u{1b}[31m\nname.csv");
+        assert!(!name.chars().any(char::is_control), "{name:?}");
+        assert_eq!(clean_name(&"x".repeat(5000)).chars().count(), MAX_NAME);
     }
-    Ok(logs)
 }

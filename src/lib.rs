@@ -6,40 +6,28 @@
 //! with the algorithm written as SQL (`sql/`) and run by DataFusion.
 //!
 //! # Layout (the data flow)
-//! - [`catalog`]: the backend's tables (embedded SQLite or PostgreSQL);
+//! - [`catalog`]: the backend's tables (embedded SQLite or PostgreSQL), read
+//!   as a compact index; [`catalog::lock`] keeps one run at a time.
+//! - [`volume`]: where the logs are (a folder or an object store);
 //!   [`ingest`] is the embedded upload path.
-//! - [`scan`]: log files → the `log_files` and `log_rows` tables (reading,
-//!   §1 of the contract), one streaming plan for the whole set.
-//! - [`sql`]: the SQL models, embedded and overridable (`--sql-dir`).
-//! - [`udf`]: the two rounding functions DataFusion lacks.
-//! - [`engine`]: runs the models: `log_analysis` per log, `group_average` per
-//!   group.
-//! - [`shape`]: flat metric columns ↔ the contract's nested JSON.
-//! - [`message`], [`average`]: `analysis.result` / `average.result`.
-//! - [`job`]: the nightly run: catalog → scan → analyse → average →
-//!   [`snapshot`] (Parquet) → [`deliver`] (only what changed; [`jsonb`]
-//!   prints what the backend hashes).
+//! - [`scan`]: log files → the `log_files` and `log_rows` tables, as file
+//!   scans that declare their partitioning and order (contract §1).
+//! - [`analysis`]: the SQL models ([`analysis::models`], `sql/`), the few
+//!   functions DataFusion lacks, the engine, and the JSON of the wire
+//!   messages.
+//! - [`job`]: the nightly run as stages: plan → analyse → group → diff →
+//!   snapshot (Parquet) → deliver (outbox or NATS).
 //! - [`serve`]: the live worker answering the backend's requests over NATS,
-//!   and firing the jobs of `jobs/` ([`schedule`]).
+//!   and the scheduler of `jobs/`.
 //! - [`generate`]: realistic synthetic logs for demos, tests and benchmarks.
 //! - [`cli`]: the command line.
 
-pub mod average;
+pub mod analysis;
 pub mod catalog;
-pub mod civil;
 pub mod cli;
-pub mod deliver;
-pub mod engine;
-pub mod error;
 pub mod generate;
 pub mod ingest;
 pub mod job;
-pub mod jsonb;
-pub mod message;
 pub mod scan;
-pub mod schedule;
 pub mod serve;
-pub mod shape;
-pub mod snapshot;
-pub mod sql;
-pub mod udf;
+pub mod volume;

@@ -8,8 +8,22 @@
 //!   catalog always holds what consumers hold;
 //! - the backend's PostgreSQL: read only; the backend writes its tables when
 //!   it receives the results. fap-warehouse's own state (run records) lives
-//!   in its own schema `fap_warehouse`, created by migrations.
+//!   in its own schema `fap_warehouse`, created by migrations. The role needs
+//!   no more than SELECT on the backend's tables and ownership of that schema
+//!   (an existing schema is never created again).
+//!
+//! The job reads the catalog as a stream into a compact index (one Arrow row
+//! per analysis, with a hash of what consumers hold instead of the object
+//! itself), so its memory stays small however many analyses there are.
 
+pub mod lock;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::PgPoolOptions;
@@ -31,17 +45,76 @@ pub enum CatalogError {
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
-/// A `fap_analysis` row, as far as the job needs it.
+/// Every `fap_analysis` row, as far as the job needs it: one Arrow row per
+/// analysis (see [`CatalogIndex::schema`]) and a lookup by id.
 #[derive(Debug, Clone)]
-pub struct CatalogAnalysis {
-    pub id: String,
-    pub user_id: String,
-    pub file_name: String,
-    pub sha256: String,
-    pub status: String,
-    pub message: String,
-    /// The stored analysis object (what consumers hold), if any.
-    pub analysis: Option<Value>,
+pub struct CatalogIndex {
+    pub batch: RecordBatch,
+    by_id: HashMap<String, usize>,
+}
+
+impl CatalogIndex {
+    /// `analysis_id, user_id, file_name, file_sha256, held_status,
+    /// held_sha256`: the last two are what consumers hold (the row's status,
+    /// and the hash of status and analysis object, see
+    /// [`crate::analysis::jsonb::result_hash`]).
+    pub fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("analysis_id", DataType::Utf8, false),
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("file_name", DataType::Utf8, false),
+            Field::new("file_sha256", DataType::Utf8, false),
+            Field::new("held_status", DataType::Utf8, false),
+            Field::new("held_sha256", DataType::Utf8, false),
+        ]))
+    }
+
+    fn build(rows: Vec<[String; 6]>) -> Result<Self> {
+        let mut builders: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+        let mut by_id = HashMap::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            by_id.insert(row[0].clone(), i);
+            for (b, v) in builders.iter_mut().zip(row) {
+                b.append_value(v);
+            }
+        }
+        let columns = builders
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as _)
+            .collect();
+        let batch = RecordBatch::try_new(Self::schema(), columns)
+            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        Ok(Self { batch, by_id })
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The row of analysis `id`.
+    pub fn row(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Column `column` (see [`Self::schema`]) of row `row`.
+    pub fn get(&self, row: usize, column: usize) -> &str {
+        use datafusion::arrow::array::AsArray;
+        self.batch.column(column).as_string::<i32>().value(row)
+    }
+}
+
+/// Columns of [`CatalogIndex`].
+pub mod col {
+    pub const ANALYSIS_ID: usize = 0;
+    pub const USER_ID: usize = 1;
+    pub const FILE_NAME: usize = 2;
+    pub const FILE_SHA256: usize = 3;
+    pub const HELD_STATUS: usize = 4;
+    pub const HELD_SHA256: usize = 5;
 }
 
 /// A `fap_average` row: what consumers hold for one user and period.
@@ -91,6 +164,7 @@ impl Catalog {
                 .connect(url)
                 .await
                 .map_err(connect_err)?;
+            ensure_own_schema(&pool).await?;
             own_state_migrator().run(&pool).await.map_err(|e| {
                 CatalogError::Invalid(format!("migrating fap_warehouse schema: {e}"))
             })?;
@@ -105,26 +179,76 @@ impl Catalog {
         matches!(self, Self::Sqlite(_))
     }
 
-    /// Every analysis row.
-    pub async fn analyses(&self) -> Result<Vec<CatalogAnalysis>> {
+    /// Every analysis row, streamed into a compact index.
+    pub async fn index(&self) -> Result<CatalogIndex> {
         const PG: &str = "SELECT id::text AS id, user_id::text AS user_id, file_name, sha256::text AS sha256, \
-             status::text AS status, message, analysis::text AS analysis FROM fap_analysis";
-        const LITE: &str = "SELECT id, user_id, file_name, sha256, status, message, analysis \
-             FROM fap_analysis";
+             status::text AS status, analysis::text AS analysis FROM fap_analysis";
+        const LITE: &str =
+            "SELECT id, user_id, file_name, sha256, status, analysis FROM fap_analysis";
+        let mut rows = Vec::new();
         match self {
-            Self::Sqlite(pool) => sqlx::query(LITE)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(analysis_row)
-                .collect(),
-            Self::Postgres(pool) => sqlx::query(PG)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(analysis_row)
-                .collect(),
+            Self::Sqlite(pool) => {
+                let mut stream = sqlx::query(LITE).fetch(pool);
+                while let Some(row) = stream.try_next().await? {
+                    rows.push(index_row(&row)?);
+                }
+            }
+            Self::Postgres(pool) => {
+                let mut stream = sqlx::query(PG).fetch(pool);
+                while let Some(row) = stream.try_next().await? {
+                    rows.push(index_row(&row)?);
+                }
+            }
         }
+        CatalogIndex::build(rows)
+    }
+
+    /// The analysis objects consumers hold for `ids` (the successes whose
+    /// log is gone and that the job never analysed itself).
+    pub async fn held_analyses(&self, ids: &[String]) -> Result<Vec<(String, Value)>> {
+        let mut out = Vec::new();
+        for id in ids {
+            let text: Option<Option<String>> = match self {
+                Self::Sqlite(pool) => {
+                    sqlx::query_scalar("SELECT analysis FROM fap_analysis WHERE id = ? AND status = 'Success'")
+                        .bind(id)
+                        .fetch_optional(pool)
+                        .await?
+                }
+                Self::Postgres(pool) => {
+                    sqlx::query_scalar(
+                        "SELECT analysis::text FROM fap_analysis WHERE id::text = $1 AND status = 'Success'",
+                    )
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+                }
+            };
+            if let Some(value) = text
+                .flatten()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            {
+                out.push((id.clone(), value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every user: `(id, email)`.
+    pub async fn users(&self) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String)> = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query_as("SELECT id, email FROM users")
+                    .fetch_all(pool)
+                    .await?
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_as("SELECT id::text, email::text FROM users")
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(rows)
     }
 
     /// Every average row.
@@ -157,20 +281,25 @@ impl Catalog {
         }
     }
 
-    /// The id of the user with `email`, created when unknown (embedded only).
-    pub async fn user_for_email(&self, email: &str) -> Result<String> {
+    /// The id of the user with `email`, created when unknown (embedded
+    /// only), and whether this call created it.
+    pub async fn user_for_email(&self, email: &str) -> Result<(String, bool)> {
         let pool = self.embedded()?;
         let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query("INSERT INTO users (id, email) VALUES (?, ?) ON CONFLICT (email) DO NOTHING")
-            .bind(&id)
-            .bind(email)
-            .execute(pool)
-            .await?;
+        let created = sqlx::query(
+            "INSERT INTO users (id, email) VALUES (?, ?) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(email)
+        .execute(pool)
+        .await?
+        .rows_affected()
+            > 0;
         let row = sqlx::query("SELECT id FROM users WHERE email = ?")
             .bind(email)
             .fetch_one(pool)
             .await?;
-        Ok(row.try_get("id")?)
+        Ok((row.try_get("id")?, created))
     }
 
     /// The analysis of this user with these bytes, if already uploaded.
@@ -184,18 +313,21 @@ impl Catalog {
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
 
-    /// Records a new upload as `Processing` / "Analysis pending" (embedded only).
+    /// Records a new upload as `Processing` / "Analysis pending" (embedded
+    /// only) and returns the id that holds these bytes for this user: `id`,
+    /// or the one a concurrent upload of the same bytes recorded first.
     pub async fn insert_analysis(
         &self,
         id: &str,
         user_id: &str,
         file_name: &str,
         sha256: &str,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let pool = self.embedded()?;
         sqlx::query(
             "INSERT INTO fap_analysis (id, user_id, file_name, sha256, status, message) \
-             VALUES (?, ?, ?, ?, 'Processing', 'Analysis pending')",
+             VALUES (?, ?, ?, ?, 'Processing', 'Analysis pending') \
+             ON CONFLICT (user_id, sha256) DO NOTHING",
         )
         .bind(id)
         .bind(user_id)
@@ -203,18 +335,30 @@ impl Catalog {
         .bind(sha256)
         .execute(pool)
         .await?;
-        Ok(())
+        self.analysis_by_sha(user_id, sha256)
+            .await?
+            .ok_or_else(|| CatalogError::Invalid(format!("upload {id} was not recorded")))
+    }
+
+    /// The file of the embedded catalog, which names its run lock.
+    pub fn embedded_path(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Self::Sqlite(pool) => Some(pool.connect_options().get_filename().to_path_buf()),
+            Self::Postgres(_) => None,
+        }
     }
 
     /// Records delivered results as consumers hold them, the way the backend
     /// applies them, in one transaction (embedded only).
-    pub async fn apply_results(&self, results: &[(&str, &Value)], version: &str) -> Result<()> {
+    pub async fn apply_results(&self, results: &[(&str, &str)], version: &str) -> Result<()> {
         let pool = self.embedded()?;
         let mut tx = pool.begin().await?;
         for (subject, payload) in results {
+            let payload: Value = serde_json::from_str(payload)
+                .map_err(|e| CatalogError::Invalid(format!("a result is not JSON: {e}")))?;
             match *subject {
-                "analysis.result" => apply_analysis_result(&mut tx, payload, version).await?,
-                _ => apply_average_result(&mut tx, payload).await?,
+                "analysis.result" => apply_analysis_result(&mut tx, &payload, version).await?,
+                _ => apply_average_result(&mut tx, &payload).await?,
             }
         }
         tx.commit().await?;
@@ -295,6 +439,30 @@ async fn apply_average_result(conn: &mut sqlx::SqliteConnection, result: &Value)
     Ok(())
 }
 
+/// Creates the `fap_warehouse` schema when it does not exist. PostgreSQL
+/// checks the database's CREATE right before it looks for an existing
+/// schema, so `CREATE SCHEMA IF NOT EXISTS` fails for a role that only owns
+/// the schema: look first.
+async fn ensure_own_schema(pool: &PgPool) -> Result<()> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'fap_warehouse')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !exists {
+        sqlx::query("CREATE SCHEMA fap_warehouse")
+            .execute(pool)
+            .await
+            .map_err(|e| {
+                CatalogError::Invalid(format!(
+                    "the schema fap_warehouse does not exist and cannot be created ({e}); \
+                     create it once for this role: CREATE SCHEMA fap_warehouse AUTHORIZATION <role>"
+                ))
+            })?;
+    }
+    Ok(())
+}
+
 /// The migrations of fap-warehouse's own schema (`fap_warehouse`).
 fn own_state_migrator() -> Migrator {
     let mut migrator = Migrator::with_migrations(vec![Migration::new(
@@ -304,7 +472,6 @@ fn own_state_migrator() -> Migrator {
         include_str!("pg_state.sql").into_sql_str(),
         false,
     )]);
-    migrator.create_schema("fap_warehouse");
     migrator.dangerous_set_table_name("fap_warehouse._sqlx_migrations");
     migrator
 }
@@ -327,8 +494,21 @@ pub struct RunRecord<'a> {
 impl Catalog {
     /// Records that a run started (PostgreSQL only; the embedded default
     /// keeps its record in the snapshot manifest).
+    /// The caller holds the run lock, so a `running` row left by an earlier
+    /// run is a run that died: it is marked `abandoned`.
     pub async fn record_run_start(&self, id: &str) -> Result<()> {
         if let Self::Postgres(pool) = self {
+            let abandoned = sqlx::query(
+                "UPDATE fap_warehouse.runs SET status = 'abandoned', finished_at = now(), \
+                 error = 'the run ended without recording an outcome (killed, or its lock was lost)' \
+                 WHERE status = 'running'",
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
+            if abandoned > 0 {
+                tracing::warn!(abandoned, "earlier runs never finished: marked abandoned");
+            }
             sqlx::query("INSERT INTO fap_warehouse.runs (id, status) VALUES ($1, 'running') ON CONFLICT (id) DO NOTHING")
                 .bind(id)
                 .execute(pool)
@@ -363,22 +543,29 @@ impl Catalog {
     }
 }
 
-fn analysis_row<R: Row>(row: R) -> Result<CatalogAnalysis>
+fn index_row<R: Row>(row: &R) -> Result<[String; 6]>
 where
     for<'r> &'r str: sqlx::ColumnIndex<R>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
+    let status: String = row.try_get("status")?;
     let analysis: Option<String> = row.try_get("analysis")?;
-    Ok(CatalogAnalysis {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        file_name: row.try_get("file_name")?,
-        sha256: row.try_get::<String, _>("sha256")?.trim().to_string(),
-        status: row.try_get("status")?,
-        message: row.try_get("message")?,
-        analysis: analysis.and_then(|text| serde_json::from_str(&text).ok()),
-    })
+    let held = analysis
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .map_or_else(
+            || "null".to_string(),
+            |v| crate::analysis::jsonb::to_string(&v),
+        );
+    let held_sha256 = crate::analysis::jsonb::result_hash(&status, &held);
+    Ok([
+        row.try_get("id")?,
+        row.try_get("user_id")?,
+        row.try_get("file_name")?,
+        row.try_get::<String, _>("sha256")?.trim().to_string(),
+        status,
+        held_sha256,
+    ])
 }
 
 fn average_row<R: Row>(row: R) -> Result<CatalogAverage>

@@ -3,17 +3,18 @@
 //!
 //! Reading never fails on content: a latin1 byte, a ragged row or a garbage
 //! cell only turns that cell into null. What makes a whole log unusable (empty
-//! file, no header, no Date/Time column) is reported as a [`LogProblem`] text
-//! that ends up in the `Failed` analysis.
+//! file, no header, no Date/Time column, too large, changed since upload) is a
+//! [`LogProblem`]: the log then yields a single row carrying the problem's
+//! text, which ends up in the `Failed` analysis.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt32Array,
+    ArrayRef, BooleanArray, Float64Builder, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt32Array, new_null_array,
 };
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::error::Result;
 
 use super::columns::{DATE, NUMERIC, TIME};
@@ -27,12 +28,38 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Where each contract column sits in a log's rows.
 #[derive(Debug, Clone)]
 pub struct LogHeader {
-    /// Every header name as written (latin1 decoded), for `log_files.columns`.
-    pub names: Vec<String>,
     date: usize,
     time: usize,
     /// For each field position, the index into [`NUMERIC`] it feeds.
     numeric_at: Vec<Option<usize>>,
+    /// Whether the log has a `Speed` / `OilTemp` column at all: some metrics
+    /// are null when the column is absent but 0 when it is only empty.
+    has_speed: bool,
+    has_oil_temp: bool,
+}
+
+/// The most a log may hold; a larger one fails alone instead of taking the
+/// memory of the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    pub max_rows: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for LogLimits {
+    /// The largest real logs hold ~3,000 rows (0.6 MB): 200,000 rows (55
+    /// hours at one row a second) and 64 MB leave room many times over.
+    fn default() -> Self {
+        Self {
+            max_rows: 200_000,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The message of a log over the byte limit.
+pub fn too_many_bytes(bytes: u64, limits: LogLimits) -> LogProblem {
+    format!("Log too large: {bytes} bytes, limit {}.", limits.max_bytes)
 }
 
 /// Strips a UTF-8 BOM: the reference failed on it, the contract wants it ignored.
@@ -40,21 +67,22 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(BOM).unwrap_or(bytes)
 }
 
-/// Reads the header line of a log (the bytes may hold only the file's start).
+/// Reads the header line of a log.
 pub fn read_header(bytes: &[u8]) -> std::result::Result<LogHeader, LogProblem> {
     let bytes = strip_bom(bytes);
     if bytes.is_empty() {
         return Err("The file is empty (0 bytes): there is no log to analyse.".into());
     }
-    let line = trim_cr(bytes.split(|&b| b == b'\n').next().unwrap_or_default());
-    if line.iter().any(|&b| b == 0 || (b < 0x09)) {
+    let end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len());
+    let line = trim_cr(&bytes[..end]);
+    if line.iter().any(|&b| b < 0x09) {
         return Err("The file is not a CSV log: it contains binary data.".into());
     }
     if line.trim_ascii().is_empty() {
         return Err("The log has no header line: its first line is empty.".into());
     }
-    let names: Vec<String> = line.split(|&b| b == b';').map(latin1).collect();
-    let position = |name: &str| names.iter().position(|n| n == name);
+    let names: Vec<&[u8]> = line.split(|&b| b == b';').collect();
+    let position = |name: &str| names.iter().position(|n| *n == name.as_bytes());
     let (date, time) = match (position(DATE), position(TIME)) {
         (Some(d), Some(t)) => (d, t),
         (None, None) => {
@@ -78,36 +106,102 @@ pub fn read_header(bytes: &[u8]) -> std::result::Result<LogHeader, LogProblem> {
         }
     }
     Ok(LogHeader {
-        names,
         date,
         time,
         numeric_at,
+        has_speed: position("Speed").is_some(),
+        has_oil_temp: position("OilTemp").is_some(),
     })
 }
 
-/// Parses every data row of a log into record batches of at most `batch_size`
-/// rows, ordered by (timestamp, line), rows without a valid timestamp last.
-pub fn read_rows(
+/// The rows of one log as record batches of at most `batch_size` rows,
+/// ordered by (timestamp, line), rows without a valid timestamp last; or the
+/// problem that stops the log from being read.
+pub fn read_log(
     schema: &SchemaRef,
-    log_id: &str,
+    log_no: i64,
     bytes: &[u8],
-    header: &LogHeader,
+    limits: LogLimits,
     batch_size: usize,
 ) -> Result<Vec<RecordBatch>> {
+    match read_rows(schema, log_no, bytes, limits, batch_size) {
+        Ok(batches) => Ok(batches),
+        Err(problem) => Ok(vec![problem_row(schema, log_no, &problem)?]),
+    }
+}
+
+/// The single row that carries a log's problem to the SQL: no timestamp, no
+/// values, `problem` set.
+pub fn problem_row(schema: &SchemaRef, log_no: i64, problem: &str) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|field| -> ArrayRef {
+            match field.name().as_str() {
+                "log_no" => Arc::new(Int64Array::from(vec![log_no])),
+                "line" => Arc::new(Int64Array::from(vec![0])),
+                "problem" => Arc::new(StringArray::from(vec![problem])),
+                _ if field.data_type() == &DataType::Boolean => {
+                    Arc::new(BooleanArray::from(vec![false]))
+                }
+                _ => new_null_array(field.data_type(), 1),
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn read_rows(
+    schema: &SchemaRef,
+    log_no: i64,
+    bytes: &[u8],
+    limits: LogLimits,
+    batch_size: usize,
+) -> std::result::Result<Vec<RecordBatch>, LogProblem> {
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(too_many_bytes(bytes.len() as u64, limits));
+    }
+    let header = read_header(bytes)?;
     let bytes = strip_bom(bytes);
-    let mut lines_no: Vec<u32> = Vec::new();
-    let mut ts: Vec<Option<i64>> = Vec::new();
-    let mut values: Vec<Float64Builder> = NUMERIC.iter().map(|_| Float64Builder::new()).collect();
+    let body_start = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
+    let body = &bytes[body_start..];
+    // Count before allocating anything per row: one small file of millions of
+    // one-cell rows must not take the run's memory.
+    let lines = memchr::memchr_iter(b'\n', body).count() as u64
+        + u64::from(!body.is_empty() && !body.ends_with(b"\n"));
+    if lines > limits.max_rows {
+        return Err(format!(
+            "Log too large: {lines} rows, limit {}.",
+            limits.max_rows
+        ));
+    }
+    let capacity = lines as usize;
+    let mut line_no: Vec<i64> = Vec::with_capacity(capacity);
+    let mut ts: Vec<Option<i64>> = Vec::with_capacity(capacity);
+    let mut values: Vec<Float64Builder> = NUMERIC
+        .iter()
+        .map(|_| Float64Builder::with_capacity(capacity))
+        .collect();
     let mut row: Vec<Option<f64>> = vec![None; NUMERIC.len()];
 
-    for (index, line) in bytes.split(|&b| b == b'\n').enumerate().skip(1) {
-        let line = trim_cr(line);
+    let mut start = 0;
+    let mut index = 1; // the header is line 1
+    while start < body.len() {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
+        let line = trim_cr(&body[start..end]);
+        start = end + 1;
+        index += 1;
         if line.trim_ascii().is_empty() {
             continue;
         }
         row.iter_mut().for_each(|v| *v = None);
         let (mut date, mut time): (&[u8], &[u8]) = (b"", b"");
-        for (pos, cell) in line.split(|&b| b == b';').enumerate() {
+        let mut cell_start = 0;
+        let mut pos = 0;
+        loop {
+            let cell_end =
+                memchr::memchr(b';', &line[cell_start..]).map_or(line.len(), |i| cell_start + i);
+            let cell = &line[cell_start..cell_end];
             if pos == header.date {
                 date = cell;
             } else if pos == header.time {
@@ -115,8 +209,13 @@ pub fn read_rows(
             } else if let Some(Some(col)) = header.numeric_at.get(pos) {
                 row[*col] = parse_number(cell);
             }
+            if cell_end >= line.len() || pos + 1 >= header.numeric_at.len() {
+                break;
+            }
+            cell_start = cell_end + 1;
+            pos += 1;
         }
-        lines_no.push(u32::try_from(index + 1).unwrap_or(u32::MAX));
+        line_no.push(index);
         ts.push(parse_timestamp(date, time));
         for (builder, value) in values.iter_mut().zip(&row) {
             builder.append_option(*value);
@@ -124,37 +223,52 @@ pub fn read_rows(
     }
 
     let n = ts.len();
+    let key = |i: &u32| {
+        let i = *i as usize;
+        (ts[i].is_none(), ts[i], line_no[i])
+    };
     let mut order: Vec<u32> = (0..n as u32).collect();
     // Logs are nearly always written in time order: sort only when needed.
-    let key = |i: &u32| {
-        (
-            ts[*i as usize].is_none(),
-            ts[*i as usize],
-            lines_no[*i as usize],
-        )
-    };
     let sorted = order.windows(2).all(|w| key(&w[0]) <= key(&w[1]));
     if !sorted {
         order.sort_by_key(key);
     }
-
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(3 + NUMERIC.len());
-    columns.push(Arc::new(StringArray::from(vec![log_id; n])));
-    columns.push(Arc::new(Int64Array::from_iter_values(
-        lines_no.iter().map(|&l| i64::from(l)),
-    )));
-    columns.push(Arc::new(TimestampNanosecondArray::from(ts)));
-    for mut builder in values {
-        columns.push(Arc::new(builder.finish()));
-    }
+    let mut numeric: Vec<ArrayRef> = values
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    let mut line_col: ArrayRef = Arc::new(Int64Array::from(line_no));
+    let mut ts_col: ArrayRef = Arc::new(TimestampNanosecondArray::from(ts));
     if !sorted {
         let indices = UInt32Array::from(order);
-        columns = columns
+        let reorder = |c: &ArrayRef| take(c.as_ref(), &indices, None);
+        line_col = reorder(&line_col).map_err(|e| e.to_string())?;
+        ts_col = reorder(&ts_col).map_err(|e| e.to_string())?;
+        numeric = numeric
             .iter()
-            .map(|c| take(c.as_ref(), &indices, None))
-            .collect::<std::result::Result<_, _>>()?;
+            .map(reorder)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| e.to_string())?;
     }
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let mut numeric = numeric.into_iter();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|field| -> ArrayRef {
+            match field.name().as_str() {
+                "log_no" => Arc::new(Int64Array::from_value(log_no, n)),
+                "line" => line_col.clone(),
+                "ts" => ts_col.clone(),
+                "has_speed_column" => Arc::new(BooleanArray::from(vec![header.has_speed; n])),
+                "has_oil_temp_column" => Arc::new(BooleanArray::from(vec![header.has_oil_temp; n])),
+                "problem" => new_null_array(&DataType::Utf8, n),
+                _ => numeric
+                    .next()
+                    .unwrap_or_else(|| new_null_array(field.data_type(), n)),
+            }
+        })
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
     let batch_size = batch_size.max(1);
     Ok((0..n)
         .step_by(batch_size)

@@ -1,247 +1,405 @@
 //! The scan: a set of log files exposed to DataFusion as two tables.
 //!
-//! - `log_files`: one row per log (id, path, size, header columns, and the
-//!   problem that makes it unreadable, if any). Built from headers only.
-//! - `log_rows`: every data row of every readable log, keyed by `log_id`, typed
-//!   by the contract's column list whatever each file's own column order.
+//! - `log_files`: one row per log (`log_no`, `log_id`), read from the input
+//!   list alone (no file is opened).
+//! - `log_rows`: every data row of every log, keyed by `log_no`, typed by the
+//!   contract's column list whatever each file's own column order; a log that
+//!   cannot be read yields one row whose `problem` says why.
 //!
-//! `log_rows` streams: each partition reads its files one after another and
-//! emits each file's rows sorted by time, so the plan can declare the order
-//! `(log_id, ts, line)` and window functions need no global sort. Memory stays
-//! bounded by the largest log, not by the number of logs.
+//! Both are DataFusion file scans (`DataSourceExec` over [`source::LogSource`])
+//! over the same file groups: logs are numbered in the caller's order and split into
+//! contiguous, byte-balanced ranges of `log_no`, one per partition. Each
+//! partition reads its logs one after another and emits each log's rows in
+//! time order, so both tables declare their partitioning (`Range` on
+//! `log_no`) and their order (`log_no, ts, line`). The per-log windows,
+//! aggregates and the join between the two tables then need no repartition
+//! and no sort, and memory is bounded by partitions × the largest log, not by
+//! the number of logs. `Range` (not `Hash`) is the honest declaration:
+//! DataFusion trusts a declared `Hash` to be its own hash placement.
+//!
+//! Because the scan is a plain file scan, a distributed engine (Ballista) can
+//! slice it by partition and ship each slice to an executor.
 
 pub mod columns;
 pub mod log_file;
+pub mod source;
 pub mod text;
 
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
+use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::streaming::StreamingTable;
-use datafusion::datasource::MemTable;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, ScalarValue, SplitPoint, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{SortExpr, col};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, Partitioning, PhysicalSortExpr, RangePartitioning};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 
 use columns::NUMERIC;
-use log_file::{LogHeader, LogProblem, read_header, read_rows};
+pub use log_file::LogLimits;
+use source::{LogMeta, LogSource, TableKind};
 
-/// A log to analyse: its id (the analysis id, the file stem) and its path.
-#[derive(Debug, Clone)]
+/// A log to analyse: its id (the analysis id), where it is in the store,
+/// its size, and the sha256 its bytes must still have (when known).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogInput {
     pub log_id: String,
-    pub path: PathBuf,
+    pub location: object_store::path::Path,
+    pub bytes: u64,
+    pub sha256: Option<String>,
 }
 
 impl LogInput {
-    /// A log named after its file: `<dir>/<id>.csv` has id `<id>`.
-    pub fn from_path(path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
+    /// A local file named after its analysis: `<dir>/<id>.csv` has id `<id>`.
+    /// The path is made absolute (object store locations are).
+    pub fn from_path(path: &std::path::Path) -> std::io::Result<Self> {
+        let absolute = crate::volume::absolute(path)?;
+        let location = object_store::path::Path::from_absolute_path(&absolute)
+            .map_err(std::io::Error::other)?;
         let log_id = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Self { log_id, path }
+        let bytes = std::fs::metadata(&absolute).map_or(0, |m| m.len());
+        Ok(Self {
+            log_id,
+            location,
+            bytes,
+            sha256: None,
+        })
     }
 }
 
-/// What registering a set of logs found, before any row is read.
-#[derive(Debug, Clone, Default)]
-pub struct ScanSummary {
-    pub logs: usize,
-    pub bytes: u64,
-    pub unreadable: usize,
+/// Files and bytes read so far, shared with whoever shows progress.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    total_files: AtomicU64,
+    total_bytes: AtomicU64,
 }
 
-/// One log after its header was read.
+impl ScanProgress {
+    /// What the scan will read in all.
+    pub fn set_total(&self, files: u64, bytes: u64) {
+        self.total_files.store(files, Ordering::Relaxed);
+        self.total_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// (files, bytes) the scan will read in all (0 until known).
+    pub fn total(&self) -> (u64, u64) {
+        (
+            self.total_files.load(Ordering::Relaxed),
+            self.total_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn file_done(&self, bytes: u64) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// (files, bytes) read so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The logs of one plan, numbered and split into partitions.
 #[derive(Debug, Clone)]
-struct LogEntry {
-    input: LogInput,
-    bytes: u64,
-    header: std::result::Result<LogHeader, LogProblem>,
+pub struct LogSet {
+    /// The object store the locations are in (`file://` for local paths).
+    pub store: ObjectStoreUrl,
+    /// Per partition, its logs as `(log_no, input)`, ascending `log_no`.
+    pub partitions: Vec<Vec<(i64, LogInput)>>,
+    /// `log_no` of the first log of partitions 1.. (strictly increasing).
+    split_points: Vec<i64>,
+    pub limits: LogLimits,
+    pub progress: Option<Arc<ScanProgress>>,
 }
 
-/// The `log_rows` schema: key, line, timestamp, then the contract's numerics.
+impl LogSet {
+    /// Numbers `logs` in the order given (the order results come out in)
+    /// and splits them into `partitions` contiguous ranges of about the same
+    /// number of bytes.
+    pub fn new(store: ObjectStoreUrl, logs: Vec<LogInput>, partitions: usize) -> Self {
+        let partitions = partitions.max(1);
+        let total: u64 = logs.iter().map(|l| l.bytes.max(1)).sum();
+        let mut groups: Vec<Vec<(i64, LogInput)>> = vec![Vec::new(); partitions];
+        let mut done = 0u64;
+        for (no, log) in logs.into_iter().enumerate() {
+            // The partition whose share of the bytes this log starts in.
+            let share = (done as u128 * partitions as u128 / total.max(1) as u128) as usize;
+            done += log.bytes.max(1);
+            groups[share.min(partitions - 1)].push((no as i64, log));
+        }
+        let mut split_points = Vec::with_capacity(partitions - 1);
+        let mut last = -1i64;
+        for group in groups.iter().skip(1) {
+            // An empty partition still needs a bound above the previous one.
+            let bound = group.first().map_or(last + 1, |(no, _)| *no).max(last + 1);
+            split_points.push(bound);
+            last = bound;
+        }
+        Self {
+            store,
+            partitions: groups,
+            split_points,
+            limits: LogLimits::default(),
+            progress: None,
+        }
+    }
+
+    pub fn with_limits(mut self, limits: LogLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn with_progress(mut self, progress: Arc<ScanProgress>) -> Self {
+        progress.set_total(self.logs() as u64, self.bytes());
+        self.progress = Some(progress);
+        self
+    }
+
+    pub fn logs(&self) -> usize {
+        self.partitions.iter().map(Vec::len).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.partitions.iter().flatten().map(|(_, l)| l.bytes).sum()
+    }
+
+    /// The file groups of a scan, each file carrying its [`LogMeta`] and the
+    /// statistics that let DataFusion keep the declared order across the
+    /// files of a group (each file holds one `log_no`).
+    fn file_groups(&self, schema: &SchemaRef) -> Vec<FileGroup> {
+        self.partitions
+            .iter()
+            .map(|logs| {
+                let files = logs
+                    .iter()
+                    .map(|(no, log)| {
+                        let mut file = PartitionedFile::new(log.location.to_string(), log.bytes);
+                        file.extensions.insert(LogMeta {
+                            log_no: *no,
+                            log_id: log.log_id.clone(),
+                            sha256: log.sha256.clone(),
+                        });
+                        file.statistics = Some(Arc::new(one_log_statistics(schema, *no)));
+                        file
+                    })
+                    .collect();
+                FileGroup::new(files)
+            })
+            .collect()
+    }
+
+    /// `Range` on `log_no` with this set's split points.
+    fn partitioning(&self, schema: &SchemaRef) -> Result<Partitioning> {
+        let ordering = LexOrdering::new(vec![sort_key(schema, "log_no")?])
+            .expect("one sort expression is a valid ordering");
+        let split_points = self
+            .split_points
+            .iter()
+            .map(|no| SplitPoint::new(vec![ScalarValue::Int64(Some(*no))]))
+            .collect();
+        Ok(Partitioning::Range(RangePartitioning::try_new(
+            ordering,
+            split_points,
+        )?))
+    }
+}
+
+/// Statistics of a file holding the rows of log `log_no` only. The min/max
+/// of `log_no` is what proves the order across a group's files; other columns
+/// say nothing (a typed null, or the type's default where nulls are not
+/// allowed), which DataFusion's order check accepts as the first key decides.
+fn one_log_statistics(schema: &SchemaRef, log_no: i64) -> Statistics {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let (min, max) = if field.name() == "log_no" {
+                let v = ScalarValue::Int64(Some(log_no));
+                (v.clone(), v)
+            } else if field.is_nullable() {
+                let null = ScalarValue::try_from(field.data_type()).unwrap_or(ScalarValue::Null);
+                (null.clone(), null)
+            } else {
+                let zero = ScalarValue::new_default(field.data_type()).unwrap_or(ScalarValue::Null);
+                (zero.clone(), zero)
+            };
+            ColumnStatistics {
+                min_value: Precision::Inexact(min),
+                max_value: Precision::Inexact(max),
+                ..ColumnStatistics::new_unknown()
+            }
+        })
+        .collect();
+    Statistics {
+        num_rows: Precision::Absent,
+        total_byte_size: Precision::Absent,
+        column_statistics: columns,
+    }
+}
+
+fn sort_key(schema: &SchemaRef, name: &str) -> Result<PhysicalSortExpr> {
+    let index = schema.index_of(name)?;
+    Ok(
+        PhysicalSortExpr::new_default(Arc::new(Column::new(name, index)))
+            .asc()
+            .nulls_last(),
+    )
+}
+
+/// The `log_rows` schema: key, line, timestamp, which optional columns the
+/// log has, the contract's numerics, and the problem of an unreadable log.
 pub fn log_rows_schema() -> SchemaRef {
     let mut fields = vec![
-        Field::new("log_id", DataType::Utf8, false),
+        Field::new("log_no", DataType::Int64, false),
         Field::new("line", DataType::Int64, false),
         Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+        Field::new("has_speed_column", DataType::Boolean, false),
+        Field::new("has_oil_temp_column", DataType::Boolean, false),
     ];
     fields.extend(
         NUMERIC
             .iter()
             .map(|name| Field::new(*name, DataType::Float64, true)),
     );
+    fields.push(Field::new("problem", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
 }
 
-fn log_files_schema() -> SchemaRef {
+/// The `log_files` schema.
+pub fn log_files_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new("log_no", DataType::Int64, false),
         Field::new("log_id", DataType::Utf8, false),
-        Field::new("path", DataType::Utf8, false),
-        Field::new("bytes", DataType::Int64, false),
-        Field::new(
-            "columns",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            false,
-        ),
-        Field::new("problem", DataType::Utf8, true),
     ]))
 }
 
-/// Registers `log_files` and `log_rows` for `logs` on `ctx`.
-pub fn register_logs(ctx: &SessionContext, logs: &[LogInput]) -> Result<ScanSummary> {
-    let entries: Vec<LogEntry> = logs.iter().map(read_entry).collect();
-    let summary = ScanSummary {
-        logs: entries.len(),
-        bytes: entries.iter().map(|e| e.bytes).sum(),
-        unreadable: entries.iter().filter(|e| e.header.is_err()).count(),
-    };
-
-    ctx.deregister_table("log_files")?;
-    ctx.deregister_table("log_rows")?;
-    let files = log_files_batch(&entries)?;
-    ctx.register_table(
-        "log_files",
-        Arc::new(MemTable::try_new(files.schema(), vec![vec![files]])?),
-    )?;
-
-    let schema = log_rows_schema();
-    let partitions = ctx.copied_config().target_partitions().max(1);
-    let batch_size = ctx.copied_config().batch_size();
-    let streams: Vec<Arc<dyn PartitionStream>> = balance(entries, partitions)
-        .into_iter()
-        .map(|files| {
-            Arc::new(LogPartition {
-                schema: schema.clone(),
-                files,
-                batch_size,
-            }) as Arc<dyn PartitionStream>
-        })
-        .collect();
-    let order = ["log_id", "ts", "line"]
-        .into_iter()
-        .map(|c| SortExpr::new(col(c), true, false))
-        .collect();
-    let table = StreamingTable::try_new(schema, streams)?.with_sort_order(order);
-    ctx.register_table("log_rows", Arc::new(table))?;
-    Ok(summary)
-}
-
-fn read_entry(input: &LogInput) -> LogEntry {
-    use std::io::Read;
-    let opened = std::fs::File::open(&input.path).and_then(|file| {
-        let bytes = file.metadata()?.len();
-        let mut head = Vec::with_capacity(8192);
-        file.take(64 * 1024).read_to_end(&mut head)?;
-        Ok((bytes, head))
-    });
-    match opened {
-        Ok((bytes, head)) => LogEntry {
-            input: input.clone(),
-            bytes,
-            header: read_header(&head),
-        },
-        Err(err) => LogEntry {
-            input: input.clone(),
-            bytes: 0,
-            header: Err(format!("The log file could not be read: {err}.")),
-        },
+/// Registers `log_files` and `log_rows` for `logs` on `ctx` (replacing any).
+pub fn register(ctx: &SessionContext, logs: Arc<LogSet>) -> Result<()> {
+    for kind in [TableKind::Files, TableKind::Rows] {
+        ctx.deregister_table(kind.table_name())?;
+        ctx.register_table(
+            kind.table_name(),
+            Arc::new(LogTable {
+                logs: logs.clone(),
+                kind,
+            }),
+        )?;
     }
+    Ok(())
 }
 
-fn log_files_batch(entries: &[LogEntry]) -> Result<RecordBatch> {
-    let mut columns = ListBuilder::new(StringBuilder::new());
-    for entry in entries {
-        match &entry.header {
-            Ok(h) => columns.append_value(h.names.iter().map(Some)),
-            Err(_) => columns.append_value(std::iter::empty::<Option<&str>>()),
-        }
-    }
-    Ok(RecordBatch::try_new(
-        log_files_schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                entries.iter().map(|e| e.input.log_id.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                entries.iter().map(|e| e.input.path.to_string_lossy()),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                entries.iter().map(|e| e.bytes as i64),
-            )),
-            Arc::new(columns.finish()),
-            Arc::new(StringArray::from_iter(
-                entries.iter().map(|e| e.header.as_ref().err()),
-            )),
-        ],
-    )?)
-}
-
-/// Spreads readable logs over partitions, largest first onto the lightest
-/// partition, then orders each partition by id (the declared sort order).
-fn balance(entries: Vec<LogEntry>, partitions: usize) -> Vec<Vec<LogEntry>> {
-    let mut readable: Vec<LogEntry> = entries.into_iter().filter(|e| e.header.is_ok()).collect();
-    readable.sort_by_key(|e| std::cmp::Reverse(e.bytes));
-    let mut parts: Vec<(u64, Vec<LogEntry>)> = (0..partitions).map(|_| (0, Vec::new())).collect();
-    for entry in readable {
-        if let Some(lightest) = parts.iter_mut().min_by_key(|(load, _)| *load) {
-            lightest.0 += entry.bytes;
-            lightest.1.push(entry);
-        }
-    }
-    parts
-        .into_iter()
-        .map(|(_, mut files)| {
-            files.sort_by(|a, b| a.input.log_id.cmp(&b.input.log_id));
-            files
-        })
-        .collect()
-}
-
-/// The files of one partition, read one after another.
+/// `log_files` or `log_rows` over a [`LogSet`].
 #[derive(Debug)]
-struct LogPartition {
-    schema: SchemaRef,
-    files: Vec<LogEntry>,
-    batch_size: usize,
+pub struct LogTable {
+    logs: Arc<LogSet>,
+    kind: TableKind,
 }
 
-impl PartitionStream for LogPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
+impl LogTable {
+    /// The physical scan of this table: a `DataSourceExec` over the set's
+    /// file groups, declaring its partitioning and order.
+    pub fn scan_plan(&self) -> Result<Arc<dyn ExecutionPlan>> {
+        scan_exec(&self.logs, self.kind)
+    }
+}
+
+/// The scan of one table of `logs`.
+pub fn scan_exec(logs: &LogSet, kind: TableKind) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = kind.schema();
+    let ordering = match kind {
+        TableKind::Files => vec![sort_key(&schema, "log_no")?],
+        TableKind::Rows => vec![
+            sort_key(&schema, "log_no")?,
+            sort_key(&schema, "ts")?,
+            sort_key(&schema, "line")?,
+        ],
+    };
+    let ordering = LexOrdering::new(ordering).expect("non-empty ordering");
+    let source = LogSource::new(kind, logs.limits, logs.progress.clone());
+    let mut statistics = Statistics::new_unknown(&schema);
+    if kind == TableKind::Files {
+        statistics.num_rows = Precision::Inexact(logs.logs());
+    }
+    let config = FileScanConfigBuilder::new(logs.store.clone(), Arc::new(source))
+        .with_file_groups(logs.file_groups(&schema))
+        .with_output_ordering(vec![ordering])
+        .with_output_partitioning(Some(logs.partitioning(&schema)?))
+        .with_statistics(statistics)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+#[async_trait]
+impl TableProvider for LogTable {
+    fn schema(&self) -> SchemaRef {
+        self.kind.schema()
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let schema = self.schema.clone();
-        let batch_size = self.batch_size;
-        let files = self.files.clone();
-        let batches = futures::stream::iter(files).flat_map(move |entry| {
-            let batches = match (&entry.header, std::fs::read(&entry.input.path)) {
-                (Ok(header), Ok(bytes)) => {
-                    read_rows(&schema, &entry.input.log_id, &bytes, header, batch_size)
-                }
-                (_, Err(err)) => {
-                    // Vanished between listing and reading: the log gets no rows
-                    // and fails alone; the plan goes on.
-                    tracing::warn!(log_id = %entry.input.log_id, %err, "log unreadable during scan");
-                    Ok(Vec::new())
-                }
-                (Err(_), _) => Ok(Vec::new()),
-            };
-            let items: Vec<Result<RecordBatch>> = match batches {
-                Ok(b) => b.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            futures::stream::iter(items)
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let scan = self.scan_plan()?;
+        let Some(projection) = projection else {
+            return Ok(scan);
+        };
+        let schema = scan.schema();
+        let exprs = projection.iter().map(|&i| {
+            let name = schema.field(i).name().clone();
+            ProjectionExpr::new(Arc::new(Column::new(&name, i)), name)
         });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+        Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_declares_its_order_and_partitioning() {
+        let inputs: Vec<LogInput> = (0..6)
+            .map(|i| LogInput {
+                log_id: format!("log{i}"),
+                location: object_store::path::Path::from(format!("v/log{i}.csv")),
+                bytes: 100,
+                sha256: None,
+            })
+            .collect();
+        let logs = LogSet::new(ObjectStoreUrl::local_filesystem(), inputs, 2);
+        let scan = scan_exec(&logs, TableKind::Rows).expect("scan");
+        let props = scan.properties();
+        assert!(props.output_ordering().is_some(), "ordering lost");
+        assert!(matches!(
+            props.output_partitioning(),
+            Partitioning::Range(_)
+        ));
     }
 }

@@ -94,36 +94,47 @@ fn slow_parse(cell: &[u8]) -> Option<f64> {
     text.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
+/// The years a logger can have written: earlier or later dates are invalid
+/// (contract §6), which also keeps nanosecond differences far from overflow.
+const YEARS: std::ops::Range<u32> = 1990..2100;
+
 /// Parses `Date` + `Time` in the strict format `Y.M.D` and `H:M:S.f` into
 /// nanoseconds since 1970-01-01 (naive, taken as UTC).
 ///
-/// Fields may be unpadded (`2025.2.3`, `7:34:46.1`); the fraction must have 1
-/// to 9 digits. Anything else — no fraction, trailing characters, hour 25,
-/// 30 February — is `None`: the row has no timestamp and is dropped.
+/// As the reference reads `Date + ' ' + Time` (contract §2.2): fields may be
+/// unpadded (`2025.2.3`, `7:34:46.1`); the dot is required but its digits are
+/// not (`15:00:11.` is 15:00:11.0); more than 9 digits are cut to
+/// nanoseconds; spaces may separate the two cells (trailing in `Date`,
+/// leading in `Time`). Anything else — no dot, a comma, a trailing space, a
+/// leading space before the date, hour 25, 30 February, a year outside
+/// 1990–2099 — is `None`: the row has no timestamp and is dropped.
 pub fn parse_timestamp(date: &[u8], time: &[u8]) -> Option<i64> {
-    let mut d = Fields::new(date);
+    let mut d = Fields::new(trim_end_spaces(date));
     let year = d.number(4, 4, b'.')?;
     let month = d.number(1, 2, b'.')?;
     let day = d.number(1, 2, 0)?;
-    let mut t = Fields::new(time);
+    let mut t = Fields::new(trim_start_spaces(time));
     let hour = t.number(1, 2, b':')?;
     let minute = t.number(1, 2, b':')?;
     let second = t.number(1, 2, b'.')?;
-    let (fraction, fraction_digits) = t.fraction()?;
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    let nanos = t.fraction_nanos()?;
+    if !YEARS.contains(&year) || hour > 23 || minute > 59 || second > 59 {
         return None;
     }
-    let days = crate::civil::days_from_civil(i64::from(year), month, day);
+    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    let days = i64::from(chrono::Datelike::num_days_from_ce(&date)) - 719_163;
     let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    let nanos = i64::from(fraction) * 10i64.pow(9 - fraction_digits);
-    // Nanoseconds in i64 cover 1678–2261: a date outside has no timestamp.
-    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
+    Some(seconds * 1_000_000_000 + nanos)
+}
+
+fn trim_end_spaces(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    &bytes[..end]
+}
+
+fn trim_start_spaces(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != b' ').unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 /// A cursor over `digits sep digits sep ...` with exact separators.
@@ -161,25 +172,16 @@ impl<'a> Fields<'a> {
         Some(value)
     }
 
-    /// Reads 1 to 9 fraction digits up to the end of input.
-    fn fraction(&mut self) -> Option<(u32, u32)> {
+    /// Reads the fraction digits up to the end of input (none at all is 0),
+    /// as nanoseconds: digits past the ninth are cut, not rounded.
+    fn fraction_nanos(&mut self) -> Option<i64> {
         let rest = &self.bytes[self.pos..];
-        if rest.is_empty() || rest.len() > 9 || !rest.iter().all(u8::is_ascii_digit) {
+        if !rest.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let value = rest.iter().fold(0u32, |v, b| v * 10 + u32::from(b - b'0'));
-        Some((value, rest.len() as u32))
-    }
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
-            29
-        }
-        2 => 28,
-        _ => 31,
+        let kept = &rest[..rest.len().min(9)];
+        let value = kept.iter().fold(0i64, |v, b| v * 10 + i64::from(b - b'0'));
+        Some(value * 10i64.pow(9 - kept.len() as u32))
     }
 }
 
@@ -252,7 +254,6 @@ mod tests {
         );
         for (date, time) in [
             ("2025.02.03", "14:52:29"),
-            ("2025.02.03", "14:52:29."),
             ("2025.02.03", "14:52:29.5 "),
             ("2025.02.03", "14:52:29,5"),
             ("2025.02.03", "25:00:00.0"),
@@ -263,12 +264,44 @@ mod tests {
             ("2025.02.03", ""),
             ("Date", "Time"),
             ("2025-02-03", "10:00:00.0"),
-            ("2025.02.03", "10:00:00.1234567890"),
+            (" 2025.02.03", "10:00:00.0"),
+            ("2025.02.03", "10:00:00.5x"),
             ("2300.01.01", "10:00:00.0"),
             ("1600.01.01", "10:00:00.0"),
         ] {
             assert_eq!(ts(date, time), None, "{date} {time}");
         }
+    }
+
+    /// Contract §2.2, corrected 2026-11-28: what pandas also accepts.
+    #[test]
+    fn regression_trailing_dot_long_fractions_and_spaces_are_accepted() {
+        let whole = ts("2025.02.03", "15:00:11.0");
+        assert!(whole.is_some());
+        assert_eq!(ts("2025.02.03", "15:00:11."), whole, "dot with no digits");
+        assert_eq!(
+            ts("2025.02.03", "15:00:11.1234567899"),
+            ts("2025.02.03", "15:00:11.123456789"),
+            "more than 9 digits are cut, not rounded"
+        );
+        assert_eq!(ts("2025.02.03", "   15:00:11.0"), whole, "several spaces");
+        assert_eq!(
+            ts("2025.02.03  ", "15:00:11.0"),
+            whole,
+            "spaces after the date"
+        );
+    }
+
+    /// Contract §6: no logger writes dates before 1990 or from 2100 on; far
+    /// ones overflowed nanosecond differences into negative durations.
+    #[test]
+    fn regression_timestamps_outside_1990_to_2099_are_invalid() {
+        assert_eq!(ts("1989.12.31", "23:59:59.9"), None);
+        assert!(ts("1990.01.01", "00:00:00.0").is_some());
+        assert!(ts("2099.12.31", "23:59:59.9").is_some());
+        assert_eq!(ts("2100.01.01", "00:00:00.0"), None);
+        assert_eq!(ts("1677.09.21", "00:12:44.0"), None);
+        assert_eq!(ts("2262.04.11", "23:47:16.8"), None);
     }
 
     #[test]

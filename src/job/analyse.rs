@@ -1,0 +1,202 @@
+//! Stage 2: analyse the logs that need it, in one engine plan, and stream
+//! the results into the staged snapshot.
+//!
+//! Each batch of `log_analysis` rows gets the object as sent
+//! (`analysis_json`) and the hash change detection compares
+//! (`result_sha256`), written straight from the columns; then the snapshot
+//! models (`snapshot_analysis.sql`, `fuel_by_speed_band.sql`) shape the
+//! analyst's tables, planned once and run on each batch. Nothing is held
+//! beyond the batch in flight.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
+use datafusion::arrow::compute::nullif;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use futures::TryStreamExt;
+
+use super::JobError;
+use super::plan::RunPlan;
+use super::snapshot::{Staging, Table, keep_unless};
+use crate::analysis::engine::Engine;
+use crate::analysis::jsonb::result_hash;
+use crate::analysis::message::AnalysisWriter;
+use crate::analysis::prepared::{Input, Prepared};
+use crate::catalog::CatalogIndex;
+use crate::scan::ScanProgress;
+use crate::volume::Volume;
+
+/// What the analysis stage did.
+#[derive(Debug, Default)]
+pub struct Analysed {
+    pub logs: usize,
+    pub bytes: u64,
+    pub failed: usize,
+    /// How many logs failed, by message.
+    pub failures: BTreeMap<String, usize>,
+}
+
+/// The columns the job adds to `log_analysis` rows.
+fn results_schema(analysis: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = analysis
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("analysis_json", DataType::Utf8, false));
+    fields.push(Field::new("result_sha256", DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// The snapshot models, planned once for the whole run.
+pub struct SnapshotModels {
+    results: SchemaRef,
+    analysis: Prepared,
+    bands: Prepared,
+}
+
+impl SnapshotModels {
+    /// Plans `snapshot_analysis` and `fuel_by_speed_band` over `results`
+    /// rows of `log_analysis` schema `analysis` and the catalog.
+    pub async fn prepare(
+        engine: &Engine,
+        analysis: &SchemaRef,
+        catalog: &CatalogIndex,
+    ) -> Result<Self, JobError> {
+        let results = results_schema(analysis);
+        let ctx = engine.context();
+        ctx.register_table(
+            "results",
+            Arc::new(MemTable::try_new(results.clone(), vec![vec![]])?),
+        )?;
+        ctx.register_table(
+            "catalog",
+            Arc::new(MemTable::try_new(
+                CatalogIndex::schema(),
+                vec![vec![catalog.batch.clone()]],
+            )?),
+        )?;
+        engine.register_model(&ctx, "snapshot_analysis").await?;
+        engine.register_model(&ctx, "fuel_by_speed_band").await?;
+        Ok(Self {
+            analysis: Prepared::new(&ctx, "snapshot_analysis").await?,
+            bands: Prepared::new(&ctx, "fuel_by_speed_band").await?,
+            results,
+        })
+    }
+
+    pub fn analysis_schema(&self) -> SchemaRef {
+        self.analysis.plan().schema()
+    }
+
+    pub fn bands_schema(&self) -> SchemaRef {
+        self.bands.plan().schema()
+    }
+
+    async fn run(
+        &self,
+        prepared: &Prepared,
+        results: &RecordBatch,
+    ) -> Result<Vec<RecordBatch>, JobError> {
+        let stream =
+            prepared.execute(&[Input::Table(self.results.clone(), vec![results.clone()])])?;
+        Ok(stream.try_collect().await?)
+    }
+}
+
+/// Analyses `plan.to_analyse` into `staging` (tables `analysis` and
+/// `fuel_by_speed_band`, closed on return).
+pub async fn analyse(
+    engine: &Engine,
+    plan: &RunPlan,
+    volume: &Volume,
+    staging: &mut Staging,
+    progress: Arc<ScanProgress>,
+) -> Result<Analysed, JobError> {
+    let logs = engine
+        .log_set(volume.url().clone(), plan.to_analyse.clone())
+        .with_progress(progress);
+    let mut analysed = Analysed {
+        logs: logs.logs(),
+        bytes: logs.bytes(),
+        ..Analysed::default()
+    };
+    let mut stream = engine.analyse_stream(logs).await?;
+    let schema = stream.schema();
+    let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
+    let writer = AnalysisWriter::new(&schema)?;
+    while let Some(batch) = stream.try_next().await? {
+        let results = with_json(&writer, &batch, &mut analysed)?;
+        for rows in models.run(&models.analysis, &results).await? {
+            staging.write(Table::Analysis, &rows)?;
+        }
+        for rows in models.run(&models.bands, &results).await? {
+            staging.write(Table::FuelBySpeedBand, &rows)?;
+        }
+    }
+    let superseded = Arc::new(plan.superseded.clone());
+    staging.close_table(
+        Table::Analysis,
+        &models.analysis_schema(),
+        &keep_unless("analysis_id", superseded.clone()),
+    )?;
+    staging.close_table(
+        Table::FuelBySpeedBand,
+        &models.bands_schema(),
+        &keep_unless("analysis_id", superseded),
+    )?;
+    Ok(analysed)
+}
+
+/// `log_analysis` rows plus `analysis_json` and `result_sha256`; the metrics
+/// of a failed log are null (its object is `{}`).
+fn with_json(
+    writer: &AnalysisWriter,
+    batch: &RecordBatch,
+    analysed: &mut Analysed,
+) -> Result<RecordBatch, JobError> {
+    let rows = batch.num_rows();
+    let mut json = StringBuilder::with_capacity(rows, rows * 2048);
+    let mut hashes = StringBuilder::with_capacity(rows, rows * 64);
+    let mut failed = Vec::with_capacity(rows);
+    let mut text = String::with_capacity(4096);
+    let mut jsonb = String::with_capacity(4096);
+    for row in 0..rows {
+        let success = writer.is_success(batch, row);
+        failed.push(!success);
+        if !success {
+            analysed.failed += 1;
+            *analysed
+                .failures
+                .entry(writer.message(batch, row).to_string())
+                .or_default() += 1;
+        }
+        text.clear();
+        jsonb.clear();
+        writer.write_analysis(batch, row, &mut text);
+        writer.write_analysis_jsonb(batch, row, &mut jsonb);
+        json.append_value(&text);
+        hashes.append_value(result_hash(
+            if success { "Success" } else { "Failed" },
+            &jsonb,
+        ));
+    }
+    let failed = BooleanArray::from(failed);
+    let keep = ["log_id", "status", "message"];
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 2);
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if keep.contains(&field.name().as_str()) || column.null_count() == column.len() {
+            columns.push(column.clone());
+        } else {
+            columns.push(nullif(column.as_ref(), &failed)?);
+        }
+    }
+    columns.push(Arc::new(json.finish()));
+    columns.push(Arc::new(hashes.finish()));
+    Ok(RecordBatch::try_new(
+        results_schema(&batch.schema()),
+        columns,
+    )?)
+}

@@ -1,0 +1,531 @@
+//! Stage 6: delivery of what consumers lack, over NATS when a URL is given,
+//! else into an outbox file; then (embedded catalog) recording what they now
+//! hold — only what was confirmed.
+//!
+//! Messages are read back from the published snapshot bucket by bucket (one
+//! bucket of users in memory), per user all analysis results before the
+//! averages.
+//!
+//! - Outbox: `<warehouse>/outbox/<snapshot-id>.jsonl`, one
+//!   `{"subject", "payload"}` per line, written to a temporary name, synced
+//!   and renamed: it exists whole or not at all.
+//! - JetStream (a stream captures the subject): each message carries a
+//!   `Nats-Msg-Id` (its content hash: a retry is stored once) and counts once
+//!   the stream acknowledges it.
+//! - Core NATS: messages count once a round trip on the same connection
+//!   proves the server has them. A reconnect during a chunk (the server
+//!   restarted) voids the chunk: what was buffered before may be lost, so
+//!   everything since the last confirmed round trip counts as undelivered,
+//!   the run fails and the next run sends it again.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type};
+use futures::StreamExt;
+
+use super::diff::Outgoing;
+use super::snapshot::{self, SnapshotError, Table, read_parquet};
+use crate::analysis::average::GroupKey;
+use crate::analysis::message;
+use crate::catalog::Catalog;
+
+/// The two result subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    AnalysisResult,
+    AverageResult,
+}
+
+impl Subject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subject::AnalysisResult => "analysis.result",
+            Subject::AverageResult => "average.result",
+        }
+    }
+}
+
+/// One result to send: its subject and raw JSON payload (never an envelope).
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub subject: Subject,
+    pub payload: String,
+}
+
+impl Message {
+    /// A stable id of this exact content, for idempotent retries.
+    pub fn msg_id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.payload.as_bytes());
+        format!("{}:{digest:x}", self.subject.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("outbox {path}: {source}")]
+    Outbox {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("recording delivered results: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(
+        "{failed} of {total} messages were not delivered (first error: {first}); they will be sent again by the next run"
+    )]
+    Undelivered {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+}
+
+/// What a delivery achieved.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    pub outbox: Option<PathBuf>,
+    pub undelivered: usize,
+    pub first_error: Option<String>,
+}
+
+/// Sends `outgoing` from the published snapshot in `dir`.
+pub async fn deliver(
+    catalog: &Catalog,
+    warehouse: &Path,
+    dir: &Path,
+    snapshot_id: &str,
+    outgoing: &Outgoing,
+    nats_url: Option<&str>,
+) -> Result<Delivered, DeliveryError> {
+    let total = outgoing.analyses.len() + outgoing.averages.len();
+    let mut delivered = Delivered::default();
+    if total == 0 {
+        return Ok(delivered);
+    }
+    match nats_url {
+        Some(url) => {
+            let publisher = NatsPublisher::connect(url).await?;
+            let mut sent = 0;
+            for bucket in 0..snapshot::BUCKETS {
+                let messages = bucket_messages(dir, bucket, outgoing)?;
+                if messages.is_empty() {
+                    continue;
+                }
+                if delivered.first_error.is_some() {
+                    delivered.undelivered += messages.len();
+                    continue;
+                }
+                let confirmed = publisher.publish_all(&messages).await;
+                sent += confirmed.ok.len();
+                if catalog.is_embedded() && !confirmed.ok.is_empty() {
+                    let held: Vec<(&str, &str)> = confirmed
+                        .ok
+                        .iter()
+                        .map(|&i| (messages[i].subject.as_str(), messages[i].payload.as_str()))
+                        .collect();
+                    catalog.apply_results(&held, super::VERSION).await?;
+                }
+                if let Some((_, first)) = confirmed.failed.first() {
+                    tracing::error!(failed = confirmed.failed.len(), %first, "delivery incomplete");
+                    delivered.undelivered += confirmed.failed.len();
+                    delivered.first_error = Some(first.clone());
+                }
+            }
+            tracing::info!(
+                sent,
+                undelivered = delivered.undelivered,
+                "results delivered over NATS"
+            );
+        }
+        None => {
+            let path = write_outbox(warehouse, dir, snapshot_id, outgoing)?;
+            if catalog.is_embedded() {
+                apply_outbox(catalog, &path).await?;
+            }
+            delivered.outbox = Some(path);
+        }
+    }
+    Ok(delivered)
+}
+
+/// The messages of one bucket: per user, analyses then averages.
+fn bucket_messages(
+    dir: &Path,
+    bucket: usize,
+    outgoing: &Outgoing,
+) -> Result<Vec<Message>, DeliveryError> {
+    let mut by_user: BTreeMap<String, (Vec<Message>, Vec<Message>)> = BTreeMap::new();
+    let analysis = dir
+        .join(Table::Analysis.name())
+        .join(format!("part-{bucket:02}.parquet"));
+    if analysis.is_file() {
+        let columns = [
+            "analysis_id",
+            "user_id",
+            "status",
+            "message",
+            "analysis_json",
+            "fap_regen",
+            "log_date",
+            "overall_distance_km",
+        ];
+        for batch in read_parquet(&analysis, Some(&columns))? {
+            for row in 0..batch.num_rows() {
+                let id = text(&batch, "analysis_id", row).unwrap_or_default();
+                if !outgoing.analyses.contains(id) {
+                    continue;
+                }
+                let payload = message::result_payload(
+                    id,
+                    text(&batch, "status", row) == Some("Success"),
+                    text(&batch, "message", row).unwrap_or_default(),
+                    text(&batch, "analysis_json", row).unwrap_or("{}"),
+                    boolean(&batch, "fap_regen", row),
+                    date(&batch, "log_date", row).as_deref(),
+                    float(&batch, "overall_distance_km", row),
+                );
+                let user = text(&batch, "user_id", row).unwrap_or_default().to_string();
+                by_user.entry(user).or_default().0.push(Message {
+                    subject: Subject::AnalysisResult,
+                    payload,
+                });
+            }
+        }
+    }
+    let average = dir
+        .join(Table::Average.name())
+        .join(format!("part-{bucket:02}.parquet"));
+    if average.is_file() {
+        let columns = [
+            "user_id",
+            "type",
+            "year",
+            "month",
+            "analysis_sha",
+            "average_json",
+        ];
+        for batch in read_parquet(&average, Some(&columns))? {
+            for row in 0..batch.num_rows() {
+                let key = GroupKey::of_row(&batch, row);
+                if !outgoing.averages.contains(&key) {
+                    continue;
+                }
+                let payload = message::average_payload(
+                    &key,
+                    text(&batch, "analysis_sha", row).unwrap_or_default(),
+                    text(&batch, "average_json", row).unwrap_or("{}"),
+                );
+                by_user
+                    .entry(key.user_id.clone())
+                    .or_default()
+                    .1
+                    .push(Message {
+                        subject: Subject::AverageResult,
+                        payload,
+                    });
+            }
+        }
+    }
+    Ok(by_user
+        .into_values()
+        .flat_map(|(analyses, averages)| analyses.into_iter().chain(averages))
+        .collect())
+}
+
+fn text<'a>(batch: &'a RecordBatch, name: &str, row: usize) -> Option<&'a str> {
+    let column = batch.column_by_name(name)?;
+    (!column.is_null(row)).then(|| column.as_string::<i32>().value(row))
+}
+
+fn boolean(batch: &RecordBatch, name: &str, row: usize) -> bool {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_boolean_opt().map(|b| b.is_valid(row) && b.value(row)))
+        .unwrap_or(false)
+}
+
+fn float(batch: &RecordBatch, name: &str, row: usize) -> Option<f64> {
+    let column = batch.column_by_name(name)?;
+    if column.is_null(row) {
+        return None;
+    }
+    column
+        .as_primitive_opt::<Float64Type>()
+        .map(|a| a.value(row))
+        .or_else(|| {
+            column
+                .as_primitive_opt::<Int64Type>()
+                .map(|a| a.value(row) as f64)
+        })
+        .or_else(|| {
+            column
+                .as_primitive_opt::<Int32Type>()
+                .map(|a| f64::from(a.value(row)))
+        })
+}
+
+fn date(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
+    let column = batch.column_by_name(name)?;
+    if column.is_null(row) {
+        return None;
+    }
+    let days = column.as_primitive_opt::<Date32Type>()?.value(row);
+    let date = chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163)?;
+    Some(date.format("%Y-%m-%d").to_string())
+}
+
+/// Writes the outbox of one run; returns its path.
+fn write_outbox(
+    warehouse: &Path,
+    dir: &Path,
+    snapshot_id: &str,
+    outgoing: &Outgoing,
+) -> Result<PathBuf, DeliveryError> {
+    let outbox = warehouse.join("outbox");
+    let path = outbox.join(format!("{snapshot_id}.jsonl"));
+    let tmp = outbox.join(format!(".{snapshot_id}.jsonl.tmp"));
+    let err = |source| DeliveryError::Outbox {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&outbox).map_err(err)?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
+    for bucket in 0..snapshot::BUCKETS {
+        for m in bucket_messages(dir, bucket, outgoing)? {
+            writeln!(
+                file,
+                "{{\"subject\":\"{}\",\"payload\":{}}}",
+                m.subject.as_str(),
+                m.payload
+            )
+            .map_err(err)?;
+        }
+    }
+    let file = file.into_inner().map_err(|e| err(e.into_error()))?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    snapshot::sync_dir(&outbox);
+    Ok(path)
+}
+
+/// Records an outbox's results in the embedded catalog, a thousand at a time.
+async fn apply_outbox(catalog: &Catalog, path: &Path) -> Result<(), DeliveryError> {
+    let file = std::fs::File::open(path).map_err(|source| DeliveryError::Outbox {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut chunk: Vec<(String, String)> = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|source| DeliveryError::Outbox {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let subject = value["subject"].as_str().unwrap_or_default().to_string();
+        chunk.push((subject, value["payload"].to_string()));
+        if chunk.len() == 1000 {
+            apply(catalog, &chunk).await?;
+            chunk.clear();
+        }
+    }
+    apply(catalog, &chunk).await
+}
+
+async fn apply(catalog: &Catalog, chunk: &[(String, String)]) -> Result<(), DeliveryError> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let held: Vec<(&str, &str)> = chunk
+        .iter()
+        .map(|(s, p)| (s.as_str(), p.as_str()))
+        .collect();
+    catalog.apply_results(&held, super::VERSION).await?;
+    Ok(())
+}
+
+/// Delivery over NATS, as the backend listens (core NATS, raw JSON
+/// payloads), or acknowledged by a JetStream stream where one captures the
+/// subject.
+#[derive(Debug, Clone)]
+pub struct NatsPublisher {
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+}
+
+/// What a delivery attempt achieved: indexes into the messages sent.
+#[derive(Debug, Default)]
+pub struct Confirmed {
+    pub ok: Vec<usize>,
+    pub failed: Vec<(usize, String)>,
+}
+
+/// The stream an operator can create for a durable record of results.
+pub const RESULTS_STREAM: &str = "FAP_RESULTS";
+pub const RESULT_SUBJECTS: [&str; 2] = ["analysis.result", "average.result"];
+
+/// Core messages confirmed by one round trip.
+const CHUNK: usize = 256;
+
+impl NatsPublisher {
+    pub async fn connect(url: &str) -> Result<Self, DeliveryError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("fap-warehouse")
+            .connection_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                let url = crate::catalog::redact(url);
+                DeliveryError::Nats(format!("cannot connect to {url}: {e}"))
+            })?;
+        let jetstream = async_nats::jetstream::new(client.clone());
+        Ok(Self { client, jetstream })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Creates (or keeps) the results stream; returns its name.
+    pub async fn create_results_stream(&self, name: &str) -> Result<String, DeliveryError> {
+        let config = async_nats::jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: RESULT_SUBJECTS.iter().map(|s| s.to_string()).collect(),
+            duplicate_window: std::time::Duration::from_secs(24 * 3600),
+            ..Default::default()
+        };
+        self.jetstream
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| DeliveryError::Nats(format!("cannot create stream {name}: {e}")))?;
+        Ok(name.to_string())
+    }
+
+    /// How many times the client has connected (reconnects included).
+    fn connects(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::SeqCst)
+    }
+
+    /// Proves the server has processed everything this connection published:
+    /// NATS keeps one connection's messages in order, so our own message
+    /// coming back on a fresh inbox means all earlier ones arrived.
+    async fn round_trip(&self) -> Result<(), String> {
+        let inbox = self.client.new_inbox();
+        let confirm = async {
+            let mut sub = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.client
+                .publish(inbox, "ok".into())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.client.flush().await.map_err(|e| e.to_string())?;
+            sub.next()
+                .await
+                .map(|_| ())
+                .ok_or_else(|| "connection closed".to_string())
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(15), confirm).await {
+            Ok(result) => result.map_err(|e| format!("delivery not confirmed: {e}")),
+            Err(_) => Err("delivery not confirmed within 15 s".into()),
+        }
+    }
+
+    async fn captured(&self, subject: &str) -> bool {
+        self.jetstream.stream_by_subject(subject).await.is_ok()
+    }
+
+    /// Publishes `messages` in order; reports which were confirmed. After a
+    /// failure the rest are not sent (the server is likely gone).
+    pub async fn publish_all(&self, messages: &[Message]) -> Confirmed {
+        let mut confirmed = Confirmed::default();
+        let mut captured = std::collections::HashMap::new();
+        let mut pending: Vec<usize> = Vec::new();
+        let mut connects = self.connects();
+        for (index, m) in messages.iter().enumerate() {
+            if let Some((_, first)) = confirmed.failed.first() {
+                let reason = format!("not sent after an earlier failure: {first}");
+                confirmed.failed.push((index, reason));
+                continue;
+            }
+            let subject = m.subject.as_str();
+            let is_captured = match captured.get(subject) {
+                Some(c) => *c,
+                None => {
+                    let c = self.captured(subject).await;
+                    captured.insert(subject, c);
+                    c
+                }
+            };
+            if is_captured {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", m.msg_id().as_str());
+                let sent = self
+                    .jetstream
+                    .publish_with_headers(subject, headers, m.payload.clone().into())
+                    .await;
+                match sent {
+                    Ok(ack) => match ack.await {
+                        Ok(_) => confirmed.ok.push(index),
+                        Err(e) => confirmed.failed.push((index, e.to_string())),
+                    },
+                    Err(e) => confirmed.failed.push((index, e.to_string())),
+                }
+                continue;
+            }
+            match self.client.publish(subject, m.payload.clone().into()).await {
+                Ok(()) => pending.push(index),
+                Err(e) => {
+                    confirmed.failed.push((index, e.to_string()));
+                    continue;
+                }
+            }
+            if pending.len() >= CHUNK {
+                self.confirm(&mut pending, &mut connects, &mut confirmed)
+                    .await;
+            }
+        }
+        if !pending.is_empty() {
+            self.confirm(&mut pending, &mut connects, &mut confirmed)
+                .await;
+        }
+        confirmed.ok.sort_unstable();
+        confirmed.failed.sort_unstable_by_key(|(i, _)| *i);
+        confirmed
+    }
+
+    async fn confirm(
+        &self,
+        pending: &mut Vec<usize>,
+        connects: &mut u64,
+        confirmed: &mut Confirmed,
+    ) {
+        let trip = self.round_trip().await;
+        let now = self.connects();
+        let outcome = match trip {
+            Ok(()) if now == *connects => Ok(()),
+            Ok(()) => Err(
+                "the connection to NATS was re-established during delivery: \
+                           messages published before it may be lost"
+                    .to_string(),
+            ),
+            Err(e) => Err(e),
+        };
+        *connects = now;
+        match outcome {
+            Ok(()) => confirmed.ok.append(pending),
+            Err(e) => confirmed
+                .failed
+                .extend(pending.drain(..).map(|i| (i, e.clone()))),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Stage 3: the averages of the users whose analyses changed, bucket by
+//! bucket; every other user's averages are carried over from the parent.
+//!
+//! Membership is SQL (`group_keys.sql`, `group_members.sql`,
+//! `group_member_bands.sql`) over the staged `analysis` and
+//! `fuel_by_speed_band` tables joined with the catalog; the averages are
+//! `group_average.sql` and `group_average_bands.sql`; the `average` table is
+//! `snapshot_average.sql`. Each is planned once and run per bucket, so
+//! memory holds one bucket of users at a time. Rust adds what the backend
+//! checks: each group's `analysisSha`, and the object as sent.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use futures::TryStreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::JobError;
+use super::plan::RunPlan;
+use super::snapshot::{self, Staging, Table, keep_unless, read_parquet};
+use crate::analysis::average::{Averager, GroupKey, average_objects, members_from_json};
+use crate::analysis::engine::Engine;
+use crate::analysis::jsonb;
+use crate::analysis::prepared::{Input, Prepared};
+use crate::catalog::{Catalog, CatalogIndex, col};
+
+/// What the group stage did.
+#[derive(Debug, Default)]
+pub struct Grouped {
+    /// Groups whose average this run computed.
+    pub recomputed: usize,
+}
+
+/// The membership models, planned once.
+struct Membership {
+    analysis: SchemaRef,
+    bands: SchemaRef,
+    keys: Prepared,
+    members: Prepared,
+    member_bands: Prepared,
+}
+
+impl Membership {
+    async fn prepare(
+        engine: &Engine,
+        analysis: SchemaRef,
+        bands: SchemaRef,
+        catalog: &CatalogIndex,
+    ) -> Result<Self, JobError> {
+        let ctx = engine.context();
+        ctx.register_table(
+            "analysis",
+            Arc::new(MemTable::try_new(analysis.clone(), vec![vec![]])?),
+        )?;
+        ctx.register_table(
+            "fuel_by_speed_band",
+            Arc::new(MemTable::try_new(bands.clone(), vec![vec![]])?),
+        )?;
+        ctx.register_table(
+            "catalog",
+            Arc::new(MemTable::try_new(
+                CatalogIndex::schema(),
+                vec![vec![catalog.batch.clone()]],
+            )?),
+        )?;
+        for model in ["group_keys", "group_members", "group_member_bands"] {
+            engine.register_model(&ctx, model).await?;
+        }
+        Ok(Self {
+            keys: Prepared::new(&ctx, "group_keys").await?,
+            members: Prepared::new(&ctx, "group_members").await?,
+            member_bands: Prepared::new(&ctx, "group_member_bands").await?,
+            analysis,
+            bands,
+        })
+    }
+
+    async fn run(
+        &self,
+        prepared: &Prepared,
+        analysis: &[RecordBatch],
+        bands: &[RecordBatch],
+    ) -> Result<Vec<RecordBatch>, JobError> {
+        let inputs = [
+            Input::Table(self.analysis.clone(), analysis.to_vec()),
+            Input::Table(self.bands.clone(), bands.to_vec()),
+        ];
+        Ok(prepared.execute(&inputs)?.try_collect().await?)
+    }
+}
+
+/// Computes the averages of `plan.changed_users` into `staging` (tables
+/// `average` and `average_fuel_by_speed_band`, closed on return).
+pub async fn group(
+    engine: &Engine,
+    catalog: &Catalog,
+    plan: &RunPlan,
+    staging: &mut Staging,
+) -> Result<Grouped, JobError> {
+    let analysis_schema = table_schema(staging, Table::Analysis)?;
+    let bands_schema = table_schema(staging, Table::FuelBySpeedBand)?;
+    let membership =
+        Membership::prepare(engine, analysis_schema, bands_schema, &plan.catalog).await?;
+    let members_schema = membership.members.plan().schema();
+    let member_bands_schema = membership.member_bands.plan().schema();
+    let averager =
+        Averager::new(engine, members_schema.clone(), member_bands_schema.clone()).await?;
+    let snapshot_average = SnapshotAverage::prepare(engine, &averager).await?;
+
+    // Successes consumers hold whose log is gone and that no snapshot has.
+    let held: HashMap<String, Value> = catalog
+        .held_analyses(&plan.held_only)
+        .await?
+        .into_iter()
+        .collect();
+
+    let changed = &plan.changed_users;
+    let mut grouped = Grouped::default();
+    let mut buckets: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for user in changed {
+        buckets
+            .entry(snapshot::bucket(user))
+            .or_default()
+            .push(user);
+    }
+    for bucket in buckets.keys() {
+        let analysis = read_users(staging.file(Table::Analysis, *bucket), changed)?;
+        let bands = read_users(staging.file(Table::FuelBySpeedBand, *bucket), changed)?;
+        // Membership (SQL), plus the held objects of this bucket's users.
+        let keys = membership.run(&membership.keys, &analysis, &bands).await?;
+        let mut members = membership
+            .run(&membership.members, &analysis, &bands)
+            .await?;
+        let mut member_bands = membership
+            .run(&membership.member_bands, &analysis, &bands)
+            .await?;
+        let mut held_keys: Vec<(GroupKey, String, &Value)> = Vec::new();
+        for (id, object) in &held {
+            let Some(row) = plan.catalog.row(id) else {
+                continue;
+            };
+            let user = plan.catalog.get(row, col::USER_ID);
+            if snapshot::bucket(user) != *bucket {
+                continue;
+            }
+            let date = object["overall"]["date"]["date"].as_str();
+            for key in GroupKey::all_for(user, date) {
+                held_keys.push((key, id.clone(), object));
+            }
+        }
+        if !held_keys.is_empty() {
+            let (rows, band_rows) =
+                members_from_json(&held_keys, &members_schema, &member_bands_schema)?;
+            members.push(rows);
+            member_bands.push(band_rows);
+        }
+        let (averages, average_bands) = averager.run(members, member_bands).await?;
+        if averages.num_rows() == 0 {
+            continue;
+        }
+        grouped.recomputed += averages.num_rows();
+        let shas = group_shas(&plan.catalog, &keys, &analysis, &held_keys)?;
+        let objects = average_objects(&averages, &average_bands)?;
+        let sha_column: StringArray = (0..averages.num_rows())
+            .map(|row| shas.get(&GroupKey::of_row(&averages, row)).cloned())
+            .collect();
+        let rows = snapshot_average
+            .run(&averages, sha_column, StringArray::from(objects))
+            .await?;
+        for batch in rows {
+            staging.write(Table::Average, &batch)?;
+        }
+        for batch in &average_bands {
+            staging.write(Table::AverageFuelBySpeedBand, batch)?;
+        }
+    }
+    let changed = Arc::new(changed.clone());
+    staging.close_table(
+        Table::Average,
+        &snapshot_average.schema(),
+        &keep_unless("user_id", changed.clone()),
+    )?;
+    staging.close_table(
+        Table::AverageFuelBySpeedBand,
+        &averager.bands_schema(),
+        &keep_unless("user_id", changed),
+    )?;
+    Ok(grouped)
+}
+
+/// The schema `table` was written with (read back from its staged files).
+fn table_schema(staging: &Staging, table: Table) -> Result<SchemaRef, JobError> {
+    for bucket in 0..snapshot::BUCKETS {
+        if let Some(path) = staging.file(table, bucket) {
+            let file = std::fs::File::open(&path)
+                .map_err(|e| snapshot::SnapshotError::Io { path, source: e })?;
+            let reader =
+                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    file,
+                )
+                .map_err(snapshot::SnapshotError::from)?;
+            return Ok(reader.schema().clone());
+        }
+    }
+    Err(snapshot::SnapshotError::Missing(format!("staged table {}", table.name())).into())
+}
+
+/// The rows of a staged bucket file that belong to `users`.
+fn read_users(
+    path: Option<std::path::PathBuf>,
+    users: &HashSet<String>,
+) -> Result<Vec<RecordBatch>, JobError> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for batch in read_parquet(&path, None)? {
+        let ids = batch
+            .column_by_name("user_id")
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| snapshot::SnapshotError::Missing("column user_id".into()))?;
+        let mask: BooleanArray = (0..batch.num_rows())
+            .map(|i| Some(users.contains(ids.value(i))))
+            .collect();
+        let kept = filter_record_batch(&batch, &mask)?;
+        if kept.num_rows() > 0 {
+            out.push(kept);
+        }
+    }
+    Ok(out)
+}
+
+/// Each group's `analysisSha`: the sha256 of its analyses as one JSON array,
+/// ordered by the log's sha256 then id, each printed as the backend prints
+/// jsonb — the bytes the backend hashes for the same group.
+fn group_shas(
+    catalog: &CatalogIndex,
+    keys: &[RecordBatch],
+    analysis: &[RecordBatch],
+    held: &[(GroupKey, String, &Value)],
+) -> Result<HashMap<GroupKey, String>, JobError> {
+    let mut jsonb_of: HashMap<String, String> = HashMap::new();
+    for batch in analysis {
+        let ids = string_column(batch, "analysis_id")?;
+        let json = string_column(batch, "analysis_json")?;
+        for row in 0..batch.num_rows() {
+            let value: Value = serde_json::from_str(json.value(row)).unwrap_or(Value::Null);
+            jsonb_of.insert(ids.value(row).to_string(), jsonb::to_string(&value));
+        }
+    }
+    for (_, id, value) in held {
+        jsonb_of
+            .entry(id.clone())
+            .or_insert_with(|| jsonb::to_string(value));
+    }
+    let mut members: HashMap<GroupKey, Vec<(String, String)>> = HashMap::new();
+    for batch in keys {
+        let ids = string_column(batch, "analysis_id")?;
+        for row in 0..batch.num_rows() {
+            members
+                .entry(GroupKey::of_row(batch, row))
+                .or_default()
+                .push(order_key(catalog, ids.value(row)));
+        }
+    }
+    for (key, id, _) in held {
+        members
+            .entry(key.clone())
+            .or_default()
+            .push(order_key(catalog, id));
+    }
+    Ok(members
+        .into_iter()
+        .map(|(key, mut ids)| {
+            ids.sort();
+            ids.dedup();
+            let mut hash = Sha256::new();
+            hash.update(b"[");
+            for (i, (_, id)) in ids.iter().enumerate() {
+                if i > 0 {
+                    hash.update(b",");
+                }
+                hash.update(jsonb_of.get(id).map_or("null", String::as_str).as_bytes());
+            }
+            hash.update(b"]");
+            (key, format!("{:x}", hash.finalize()))
+        })
+        .collect())
+}
+
+/// The backend's order of a group's analyses: its `(user_id, sha256)` index.
+fn order_key(catalog: &CatalogIndex, id: &str) -> (String, String) {
+    let sha = catalog
+        .row(id)
+        .map(|r| catalog.get(r, col::FILE_SHA256).to_string())
+        .unwrap_or_default();
+    (sha, id.to_string())
+}
+
+fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, JobError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| snapshot::SnapshotError::Missing(format!("column {name}")).into())
+}
+
+/// `snapshot_average.sql`, planned once.
+struct SnapshotAverage {
+    input: SchemaRef,
+    prepared: Prepared,
+}
+
+impl SnapshotAverage {
+    async fn prepare(engine: &Engine, averager: &Averager) -> Result<Self, JobError> {
+        let mut fields: Vec<Field> = averager
+            .averages_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("analysis_sha", DataType::Utf8, true));
+        fields.push(Field::new("average_json", DataType::Utf8, false));
+        let input = Arc::new(Schema::new(fields));
+        let ctx = engine.context();
+        ctx.register_table(
+            "averages",
+            Arc::new(MemTable::try_new(input.clone(), vec![vec![]])?),
+        )?;
+        engine.register_model(&ctx, "snapshot_average").await?;
+        Ok(Self {
+            prepared: Prepared::new(&ctx, "snapshot_average").await?,
+            input,
+        })
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.prepared.plan().schema()
+    }
+
+    async fn run(
+        &self,
+        averages: &RecordBatch,
+        shas: StringArray,
+        objects: StringArray,
+    ) -> Result<Vec<RecordBatch>, JobError> {
+        let mut columns = averages.columns().to_vec();
+        columns.push(Arc::new(shas));
+        columns.push(Arc::new(objects));
+        let batch = RecordBatch::try_new(self.input.clone(), columns)?;
+        Ok(self
+            .prepared
+            .execute(&[Input::Table(self.input.clone(), vec![batch])])?
+            .try_collect()
+            .await?)
+    }
+}

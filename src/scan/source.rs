@@ -1,0 +1,244 @@
+//! The log reader as a DataFusion file source: how one partition turns its
+//! files into batches of `log_files` or `log_rows`.
+//!
+//! A file is fetched from its object store (at most the byte limit plus one,
+//! so an oversized file never fills memory), checked against the sha256 its
+//! upload recorded, then parsed. Any failure is the log's own: it becomes the
+//! log's problem row, and the plan goes on with the next file.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{
+    FileOpenFuture, FileOpener, FileScanConfig, FileSource,
+};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use futures::StreamExt;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use sha2::{Digest, Sha256};
+
+use super::log_file::{LogLimits, problem_row, read_log, too_many_bytes};
+use super::{ScanProgress, log_files_schema, log_rows_schema};
+
+/// Which of the two tables a scan produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// `log_files`: one row per log, from the input list.
+    Files,
+    /// `log_rows`: the rows of every log.
+    Rows,
+}
+
+impl TableKind {
+    pub fn table_name(self) -> &'static str {
+        match self {
+            Self::Files => "log_files",
+            Self::Rows => "log_rows",
+        }
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Self::Files => log_files_schema(),
+            Self::Rows => log_rows_schema(),
+        }
+    }
+}
+
+/// What a scan must know about each file beyond its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogMeta {
+    pub log_no: i64,
+    pub log_id: String,
+    /// The sha256 recorded at upload; the bytes read must still have it.
+    pub sha256: Option<String>,
+}
+
+/// The file source of `log_files` and `log_rows`.
+#[derive(Clone)]
+pub struct LogSource {
+    pub(crate) kind: TableKind,
+    pub(crate) limits: LogLimits,
+    table_schema: TableSchema,
+    batch_size: usize,
+    metrics: ExecutionPlanMetricsSet,
+    progress: Option<Arc<ScanProgress>>,
+}
+
+impl fmt::Debug for LogSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogSource")
+            .field("kind", &self.kind)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl LogSource {
+    pub fn new(kind: TableKind, limits: LogLimits, progress: Option<Arc<ScanProgress>>) -> Self {
+        Self {
+            kind,
+            limits,
+            table_schema: TableSchema::from(kind.schema()),
+            batch_size: 8192,
+            metrics: ExecutionPlanMetricsSet::new(),
+            progress,
+        }
+    }
+}
+
+impl FileSource for LogSource {
+    fn create_file_opener(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        _config: &FileScanConfig,
+        _partition: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
+        Ok(Arc::new(LogOpener {
+            store,
+            kind: self.kind,
+            schema: self.kind.schema(),
+            limits: self.limits,
+            batch_size: self.batch_size,
+            progress: self.progress.clone(),
+        }))
+    }
+
+    fn table_schema(&self) -> &TableSchema {
+        &self.table_schema
+    }
+
+    fn with_batch_size(&self, batch_size: usize) -> Arc<dyn FileSource> {
+        let mut source = self.clone();
+        source.batch_size = batch_size;
+        Arc::new(source)
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    fn file_type(&self) -> &str {
+        self.kind.table_name()
+    }
+
+    /// A log is read whole by one partition: never split into byte ranges.
+    fn supports_repartitioning(&self) -> bool {
+        false
+    }
+
+    /// The scan evaluates no expression of its own.
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+}
+
+/// Opens the files of one partition.
+struct LogOpener {
+    store: Arc<dyn ObjectStore>,
+    kind: TableKind,
+    schema: SchemaRef,
+    limits: LogLimits,
+    batch_size: usize,
+    progress: Option<Arc<ScanProgress>>,
+}
+
+impl FileOpener for LogOpener {
+    fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
+        let Some(meta) = file.extensions.get::<LogMeta>().cloned() else {
+            return Err(DataFusionError::Internal(format!(
+                "log scan: {} has no log metadata",
+                file.object_meta.location
+            )));
+        };
+        let schema = self.schema.clone();
+        if self.kind == TableKind::Files {
+            let batch = RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Int64Array::from(vec![meta.log_no])),
+                    Arc::new(StringArray::from(vec![meta.log_id])),
+                ],
+            )?;
+            return Ok(Box::pin(async move {
+                Ok(futures::stream::iter([Ok(batch)]).boxed())
+            }));
+        }
+        let (store, limits, batch_size) = (self.store.clone(), self.limits, self.batch_size);
+        let progress = self.progress.clone();
+        Ok(Box::pin(async move {
+            let location = file.object_meta.location.clone();
+            let batches = match fetch(&store, &file, limits).await {
+                Ok(bytes) => {
+                    // Hashing and parsing are CPU work: off the async threads.
+                    let schema = schema.clone();
+                    let read = tokio::task::spawn_blocking(move || {
+                        match changed_since_upload(&bytes, meta.sha256.as_deref()) {
+                            Some(problem) => Ok(vec![problem_row(&schema, meta.log_no, problem)?]),
+                            None => read_log(&schema, meta.log_no, &bytes, limits, batch_size),
+                        }
+                    })
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    if let Some(p) = &progress {
+                        p.file_done(file.object_meta.size);
+                    }
+                    read?
+                }
+                Err(problem) => {
+                    tracing::warn!(log_id = %meta.log_id, %location, %problem, "log unreadable");
+                    vec![problem_row(&schema, meta.log_no, &problem)?]
+                }
+            };
+            Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+        }))
+    }
+}
+
+/// The file's bytes, at most the byte limit plus one; its problem otherwise.
+async fn fetch(
+    store: &Arc<dyn ObjectStore>,
+    file: &PartitionedFile,
+    limits: LogLimits,
+) -> std::result::Result<bytes::Bytes, String> {
+    let listed = file.object_meta.size;
+    if listed > limits.max_bytes {
+        return Err(too_many_bytes(listed, limits));
+    }
+    if listed == 0 {
+        return Ok(bytes::Bytes::new());
+    }
+    let options = GetOptions {
+        range: Some(GetRange::Bounded(0..limits.max_bytes + 1)),
+        ..GetOptions::default()
+    };
+    let unreadable = |e: &dyn fmt::Display| format!("The log file could not be read: {e}.");
+    let got = store
+        .get_opts(&file.object_meta.location, options)
+        .await
+        .map_err(|e| unreadable(&e))?;
+    let bytes = got.bytes().await.map_err(|e| unreadable(&e))?;
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(too_many_bytes(bytes.len() as u64, limits));
+    }
+    Ok(bytes)
+}
+
+/// The problem of a log whose bytes no longer have their upload's sha256.
+fn changed_since_upload(bytes: &[u8], expected: Option<&str>) -> Option<&'static str> {
+    let expected = expected?;
+    let actual = format!("{:x}", Sha256::digest(bytes));
+    (!actual.eq_ignore_ascii_case(expected.trim()))
+        .then_some("File changed since upload: its contents no longer match the uploaded log.")
+}

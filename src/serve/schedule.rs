@@ -1,0 +1,184 @@
+//! Jobs on a schedule: `jobs/*.toml` define jobs (name, 5-field cron
+//! schedule in UTC, options of `run`), and `serve` fires them on time.
+//!
+//! Schedules are parsed by `croner` with cron's own rules (when both
+//! day-of-month and day-of-week are set, either one fires) and checked at
+//! load: a schedule that never fires (`0 0 31 2 *`) is an error naming its
+//! job, not a job that silently never runs. Whoever runs a job takes the run
+//! lock first (see [`crate::catalog::lock`]).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use serde::Deserialize;
+
+/// A job definition (`jobs/<name>.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    /// `minute hour day-of-month month day-of-week`, UTC.
+    pub schedule: String,
+    /// `run --force`: re-send every result.
+    #[serde(default)]
+    pub force: bool,
+    /// `run --full`: re-analyse every log.
+    #[serde(default)]
+    pub full: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{path}: {message}")]
+    Spec { path: PathBuf, message: String },
+}
+
+/// A job and its parsed schedule.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub spec: JobSpec,
+    schedule: Cron,
+}
+
+impl Job {
+    /// The first time after `after` the job fires.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule.find_next_occurrence(&after, false).ok()
+    }
+}
+
+/// Parses a 5-field cron schedule and checks that it fires at all.
+pub fn parse_schedule(text: &str) -> Result<Cron, String> {
+    let cron = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map_err(|e| format!("schedule {text:?}: {e} (expected: minute hour day month weekday)"))?;
+    cron.find_next_occurrence(&Utc::now(), false)
+        .map_err(|_| format!("schedule {text:?} never fires"))?;
+    Ok(cron)
+}
+
+/// Reads every `*.toml` job of `dir`, checking each schedule.
+pub fn load_jobs(dir: &Path) -> Result<Vec<Job>, ScheduleError> {
+    let spec_err = |path: &Path, message: String| ScheduleError::Spec {
+        path: path.to_path_buf(),
+        message,
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| spec_err(dir, e.to_string()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    let mut jobs = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| spec_err(&path, e.to_string()))?;
+        let spec: JobSpec = toml::from_str(&text).map_err(|e| spec_err(&path, e.to_string()))?;
+        let schedule = parse_schedule(&spec.schedule)
+            .map_err(|e| spec_err(&path, format!("job {:?}: {e}", spec.name)))?;
+        jobs.push(Job { spec, schedule });
+    }
+    Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn job(schedule: &str) -> Job {
+        Job {
+            spec: JobSpec {
+                name: "t".into(),
+                schedule: schedule.into(),
+                force: false,
+                full: false,
+            },
+            schedule: parse_schedule(schedule).expect("valid"),
+        }
+    }
+
+    fn at(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0)
+            .single()
+            .expect("a time")
+    }
+
+    #[test]
+    fn cron_fires_when_it_should() {
+        let nightly = job("30 2 * * *");
+        assert_eq!(
+            nightly.next_after(at(2025, 2, 3, 0, 0)),
+            Some(at(2025, 2, 3, 2, 30))
+        );
+        assert_eq!(
+            nightly.next_after(at(2025, 2, 3, 2, 30)),
+            Some(at(2025, 2, 4, 2, 30))
+        );
+        // 2025-02-07 was a Friday; the weekend is skipped.
+        let weekdays = job("0 6 * * 1-5");
+        assert_eq!(
+            weekdays.next_after(at(2025, 2, 7, 6, 0)),
+            Some(at(2025, 2, 10, 6, 0))
+        );
+        assert_eq!(
+            job("*/15 * * * *").next_after(at(2025, 2, 3, 0, 0)),
+            Some(at(2025, 2, 3, 0, 15))
+        );
+        assert!(parse_schedule("61 * * * *").is_err());
+        assert!(parse_schedule("* * *").is_err());
+        assert!(
+            parse_schedule("0 0 * * * *").is_err(),
+            "seconds are not a cron field here"
+        );
+        // Sunday is 0 and 7.
+        assert_eq!(
+            job("0 0 * * 7").next_after(at(2025, 2, 3, 0, 0)),
+            Some(at(2025, 2, 9, 0, 0))
+        );
+    }
+
+    /// cron fires when the day of the month OR the day of the week matches.
+    #[test]
+    fn regression_day_of_month_or_day_of_week() {
+        // The 1st of the month, or any Monday: 2025-02-01 (Sat) then 02-03 (Mon).
+        let either = job("0 0 1 * 1");
+        assert_eq!(
+            either.next_after(at(2025, 1, 31, 12, 0)),
+            Some(at(2025, 2, 1, 0, 0))
+        );
+        assert_eq!(
+            either.next_after(at(2025, 2, 1, 0, 0)),
+            Some(at(2025, 2, 3, 0, 0))
+        );
+    }
+
+    #[test]
+    fn regression_an_impossible_schedule_is_refused_at_load() {
+        let err = parse_schedule("0 0 31 2 *").expect_err("never fires");
+        assert!(err.contains("never fires"), "{err}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            "name = \"leap\"\nschedule = \"0 0 31 2 *\"\n",
+        )
+        .expect("write");
+        let err = load_jobs(dir.path()).expect_err("refused").to_string();
+        assert!(
+            err.contains("\"leap\"") && err.contains("never fires"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_jobs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let jobs = load_jobs(&dir).expect("jobs/ parses");
+        assert!(jobs.iter().any(|job| job.spec.name == "nightly"));
+    }
+}

@@ -1,0 +1,167 @@
+//! Delivery over the real NATS server on 127.0.0.1:4222 (core NATS, as the
+//! backend listens). Messages of other tests share the subjects, so each test
+//! keeps only the messages about its own analyses and users.
+
+use serde_json::Value;
+use std::collections::HashSet;
+
+use crate::common::NATS;
+
+/// The tests here share the result subjects (and, in one, a stream that
+/// captures them): they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Setup {
+    dir: tempfile::TempDir,
+    ids: HashSet<String>,
+}
+
+impl Setup {
+    fn warehouse(&self) -> String {
+        self.dir.path().join("wh").to_string_lossy().into_owned()
+    }
+
+    fn bin(&self, args: &[&str]) -> (i32, String, String) {
+        let wh = self.warehouse();
+        let mut full = vec!["--warehouse", wh.as_str()];
+        full.extend_from_slice(args);
+        crate::common::run_bin(&full, None)
+    }
+}
+
+fn setup(logs: usize, seed: u64) -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths =
+        fap_warehouse::cli::gen_logs(&dir.path().join("in"), logs, 20_000, seed).expect("logs");
+    let mut s = Setup {
+        dir,
+        ids: HashSet::new(),
+    };
+    let mut args = vec![
+        "ingest".to_string(),
+        "--user".into(),
+        format!("nats-{seed}@example.com"),
+    ];
+    args.extend(paths.iter().map(|p| p.to_string_lossy().into_owned()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = s.bin(&refs);
+    assert_eq!(code, 0, "{err}");
+    s.ids = out
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .map(str::to_string)
+        .collect();
+    s
+}
+
+/// Runs `args` on this test's warehouse; returns this test's messages.
+async fn run_and_listen(s: &Setup, args: &[&str]) -> (i32, String, Vec<(String, Value)>) {
+    let mut full = vec!["--warehouse".to_string(), s.warehouse()];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let (code, out, all) = crate::common::run_while_listening(full).await;
+    let users = user_of(s);
+    let got = all
+        .into_iter()
+        .filter(|(subject, p)| match subject.as_str() {
+            "analysis.result" => s.ids.contains(p["analysisId"].as_str().unwrap_or_default()),
+            _ => users.contains(p["userId"].as_str().unwrap_or_default()),
+        })
+        .collect();
+    (code, out, got)
+}
+
+fn user_of(s: &Setup) -> HashSet<String> {
+    let (_, out, _) = s.bin(&[
+        "query",
+        "--format",
+        "csv",
+        "SELECT DISTINCT user_id FROM analysis",
+    ]);
+    out.lines().skip(1).map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn run_publishes_exactly_what_changed_over_core_nats() {
+    let _serial = SERIAL.lock().await;
+    let s = setup(3, 31);
+    let (code, out, got) = run_and_listen(&s, &["--nats", NATS, "run"]).await;
+    assert_eq!(code, 0, "{out}");
+    let analyses: Vec<&Value> = got
+        .iter()
+        .filter(|(s, _)| s == "analysis.result")
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(analyses.len(), 3, "{got:?}");
+    for p in &analyses {
+        assert_eq!(p["status"], "Success");
+        assert!(p.get("data").is_none() && p.get("pattern").is_none());
+    }
+    let averages = got.iter().filter(|(s, _)| s == "average.result").count();
+    assert!(averages >= 3, "{got:?}");
+    assert!(!out.contains("outbox:"), "NATS replaces the outbox: {out}");
+
+    // What consumers hold is recorded: the next run sends nothing.
+    let (code, out, got) = run_and_listen(&s, &["--nats", NATS, "run"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(got.is_empty(), "{got:?}");
+}
+
+#[tokio::test]
+async fn unreachable_nats_fails_the_run_and_records_nothing() {
+    let _serial = SERIAL.lock().await;
+    let s = setup(2, 32);
+    let (code, out, _) = run_and_listen(&s, &["--nats", "nats://127.0.0.1:9", "run"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.to_lowercase().contains("nats"), "{out}");
+    // Nothing was recorded as delivered: the next run delivers everything.
+    let (code, out, got) = run_and_listen(&s, &["--nats", NATS, "run"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        got.iter().filter(|(s, _)| s == "analysis.result").count(),
+        2,
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_jetstream_stream_acknowledges_and_deduplicates_results() {
+    let _serial = SERIAL.lock().await;
+    let client = async_nats::connect(NATS)
+        .await
+        .expect("NATS is running on 127.0.0.1:4222");
+    let js = async_nats::jetstream::new(client);
+    // Only one stream may capture the result subjects: make ours, or use the operator's.
+    let name = format!("FAP_TEST_{}", uuid::Uuid::new_v4().simple());
+    let s = setup(2, 33);
+    let (code, out, _) = s.bin(&["--nats", NATS, "create-stream", "--name", &name]);
+    let ours = code == 0;
+    let stream_name = if ours {
+        name.clone()
+    } else {
+        assert!(out.is_empty(), "unexpected output {out}");
+        js.stream_by_subject("analysis.result")
+            .await
+            .expect("a stream already captures the results")
+    };
+    let mut stream = js.get_stream(&stream_name).await.expect("stream");
+    let before = stream.info().await.expect("info").state.messages;
+
+    let (code, out, got) = run_and_listen(&s, &["--nats", NATS, "run"]).await;
+    assert_eq!(code, 0, "{out}");
+    let sent = got.len() as u64;
+    assert!(sent >= 5, "2 analyses + at least 3 averages: {got:?}");
+    let after = stream.info().await.expect("info").state.messages;
+    assert!(
+        after >= before + sent,
+        "every result is stored and acknowledged"
+    );
+
+    // The same results again (--force): same Nats-Msg-Id, stored once.
+    let (code, out, _) = run_and_listen(&s, &["--nats", NATS, "run", "--force"]).await;
+    assert_eq!(code, 0, "{out}");
+    let again = stream.info().await.expect("info").state.messages;
+    if ours {
+        assert_eq!(again, after, "retries are de-duplicated by Nats-Msg-Id");
+        js.delete_stream(&name).await.expect("cleanup");
+    }
+}
