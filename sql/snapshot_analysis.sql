@@ -100,18 +100,6 @@ SELECT
     r.overall_external_temp_avg_c,
     r.overall_external_temp_max_c,
     r.overall_external_temp_min_c,
-    r.started_at,
-    r.ended_at,
-    r.injector1,
-    r.injector2,
-    r.injector3,
-    r.injector4,
-    r.i1,
-    r.i2,
-    r.i3,
-    r.i4,
-    r.rounded,
-    r.analysed,
     r.analysis_json,
     r.result_sha256
 FROM results r

@@ -249,7 +249,7 @@ async fn compare_table(
         .collect();
     let on = keys
         .iter()
-        .map(|k| format!("n.{k} IS NOT DISTINCT FROM o.{k}"))
+        .map(|k| format!("(n.{k} IS NOT DISTINCT FROM o.{k})"))
         .collect::<Vec<_>>()
         .join(" AND ");
     let both = format!("n.{k} IS NOT NULL AND o.{k} IS NOT NULL", k = keys[0]);
@@ -257,12 +257,12 @@ async fn compare_table(
         format!("count(*) FILTER (WHERE o.{} IS NULL) AS added", keys[0]),
         format!("count(*) FILTER (WHERE n.{} IS NULL) AS removed", keys[0]),
         format!(
-            "count(*) FILTER (WHERE {both} AND n.{object} IS DISTINCT FROM o.{object}) AS changed"
+            "count(*) FILTER (WHERE ({both}) AND (n.{object} IS DISTINCT FROM o.{object})) AS changed"
         ),
     ];
     for (metric, numeric) in &metrics {
         select.push(format!(
-            "count(*) FILTER (WHERE {both} AND n.{metric} IS DISTINCT FROM o.{metric}) AS \"{metric}__changed\""
+            "count(*) FILTER (WHERE ({both}) AND (n.{metric} IS DISTINCT FROM o.{metric})) AS \"{metric}__changed\""
         ));
         if *numeric {
             select.push(format!(

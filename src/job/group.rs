@@ -106,10 +106,12 @@ pub async fn group(
     let bands_schema = table_schema(staging, Table::FuelBySpeedBand)?;
     let membership =
         Membership::prepare(engine, analysis_schema, bands_schema, &plan.catalog).await?;
-    let members_schema = membership.members.plan().schema();
-    let member_bands_schema = membership.member_bands.plan().schema();
-    let averager =
-        Averager::new(engine, members_schema.clone(), member_bands_schema.clone()).await?;
+    // Members have one schema whatever their source (snapshot rows here,
+    // JSON objects in a live request): metrics as DOUBLE, as JSON numbers
+    // are, so both paths average the same values the same way.
+    let averager = Averager::for_requests(engine).await?;
+    let members_schema = averager.members_schema().clone();
+    let member_bands_schema = averager.member_bands_schema().clone();
     let snapshot_average = SnapshotAverage::prepare(engine, &averager).await?;
 
     // Successes consumers hold whose log is gone and that no snapshot has.
@@ -133,12 +135,14 @@ pub async fn group(
         let bands = read_users(staging.file(Table::FuelBySpeedBand, *bucket), changed)?;
         // Membership (SQL), plus the held objects of this bucket's users.
         let keys = membership.run(&membership.keys, &analysis, &bands).await?;
-        let mut members = membership
+        let members = membership
             .run(&membership.members, &analysis, &bands)
             .await?;
-        let mut member_bands = membership
+        let mut members = conform(members, &members_schema)?;
+        let bands_of_members = membership
             .run(&membership.member_bands, &analysis, &bands)
             .await?;
+        let mut member_bands = conform(bands_of_members, &member_bands_schema)?;
         let mut held_keys: Vec<(GroupKey, String, &Value)> = Vec::new();
         for (id, object) in &held {
             let Some(row) = plan.catalog.row(id) else {
@@ -191,6 +195,34 @@ pub async fn group(
         &keep_unless("user_id", changed),
     )?;
     Ok(grouped)
+}
+
+/// `batches` with the columns of `schema`, taken by name and cast (a column
+/// they lack is null).
+fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>, JobError> {
+    batches
+        .into_iter()
+        .map(|batch| {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|field| match batch.column_by_name(field.name()) {
+                    Some(column) => datafusion::arrow::compute::cast(column, field.data_type()),
+                    None => Ok(datafusion::arrow::array::new_null_array(
+                        field.data_type(),
+                        batch.num_rows(),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                schema.clone(),
+                columns,
+                &options,
+            )?)
+        })
+        .collect()
 }
 
 /// The schema `table` was written with (read back from its staged files).

@@ -246,6 +246,7 @@ async fn run_stages(
         "run planned"
     );
 
+    snapshot::remove_abandoned_staging(&config.warehouse);
     let mut staging = Staging::create(
         &config.warehouse,
         &summary.snapshot_id,

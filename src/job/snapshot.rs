@@ -194,6 +194,20 @@ fn read_manifest(dir: &Path) -> Result<Value> {
     })
 }
 
+/// Removes the staging folders of runs that died. Only a run that holds the
+/// run lock calls this: no other run is writing one.
+pub fn remove_abandoned_staging(warehouse: &Path) {
+    let Ok(entries) = std::fs::read_dir(root(warehouse)) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        if entry.file_name().to_string_lossy().starts_with(".staging-") {
+            tracing::info!(folder = %entry.path().display(), "removing the staging folder of a run that died");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A snapshot being written.
 pub struct Staging {
     pub id: String,

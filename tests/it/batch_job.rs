@@ -1,7 +1,9 @@
 //! The batch job end to end through the binary, on the embedded default:
-//! ingest → run → outbox, catalog, Parquet, query → rerun sends nothing →
-//! one new log sends exactly that user's 1 + 3 messages → a corrupted log
-//! fails alone → a crash before the snapshot rename keeps the old latest.
+//! ingest → run → outbox, catalog, Parquet, query → a rerun opens no log
+//! and sends nothing → new logs send exactly their users' messages →
+//! `--full` re-reads everything and a log changed on the volume fails alone
+//! → the run lock → a crash before publishing keeps the old latest →
+//! experiments (`--dry-run`, `--sql-dir`) never reach consumers.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -10,35 +12,39 @@ use std::path::{Path, PathBuf};
 use crate::common::run_bin;
 use serde_json::Value;
 
-struct Warehouse {
+pub struct Warehouse {
     dir: tempfile::TempDir,
 }
 
 impl Warehouse {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
         }
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let root = self.path().join("wh");
+    pub fn root(&self) -> PathBuf {
+        self.path().join("wh")
+    }
+
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let root = self.root();
         let mut full = vec!["--warehouse", root.to_str().expect("utf8")];
         full.extend_from_slice(args);
         run_bin(&full, None)
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub fn ok(&self, args: &[&str]) -> String {
         let (code, stdout, stderr) = self.run(args);
         assert_eq!(code, 0, "{args:?}: {stderr}\n{stdout}");
         stdout
     }
 
-    fn outbox(&self, stdout: &str) -> Vec<Value> {
+    pub fn outbox(&self, stdout: &str) -> Vec<Value> {
         let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("outbox: ")) else {
             return Vec::new();
         };
@@ -49,17 +55,32 @@ impl Warehouse {
             .collect()
     }
 
-    fn query(&self, sql: &str) -> Vec<Value> {
+    pub fn query(&self, sql: &str) -> Vec<Value> {
         let out = self.ok(&["query", "--format", "json", sql]);
         serde_json::from_str(out.trim()).expect("query prints a JSON array")
     }
 
-    fn volume_files(&self) -> usize {
-        std::fs::read_dir(self.path().join("wh/volume")).map_or(0, |d| d.count())
+    pub fn volume_files(&self) -> usize {
+        std::fs::read_dir(self.root().join("volume")).map_or(0, |d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+    }
+
+    /// Ingests `files` for `user`; returns the analysis ids, in order.
+    pub fn ingest(&self, user: &str, files: &[PathBuf]) -> Vec<String> {
+        let mut args = vec!["ingest", "--user", user];
+        args.extend(files.iter().map(|f| f.to_str().expect("utf8")));
+        let out = self.ok(&args);
+        out.lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(id, _)| id.to_string())
+            .collect()
     }
 }
 
-fn logs(dir: &Path, count: usize, seed: u64) -> Vec<PathBuf> {
+pub fn logs(dir: &Path, count: usize, seed: u64) -> Vec<PathBuf> {
     fap_warehouse::cli::gen_logs(dir, count, 25_000, seed).expect("generated logs")
 }
 
@@ -72,6 +93,13 @@ fn zip_of(path: &Path, entries: &[(&str, &[u8])]) {
         zip.write_all(bytes).expect("zip data");
     }
     zip.finish().expect("zip closes");
+}
+
+fn subject<'a>(messages: &'a [Value], subject: &str) -> Vec<&'a Value> {
+    messages
+        .iter()
+        .filter(|m| m["subject"] == subject)
+        .collect()
 }
 
 /// Per user, every analysis result comes before any average result.
@@ -111,15 +139,11 @@ fn the_nightly_job_end_to_end() {
         alice_logs[0].to_str().unwrap(),
         alice_logs[1].to_str().unwrap(),
     ]);
-    assert_eq!(out.lines().count(), 2, "{out}");
-    let first_id = out
-        .lines()
-        .next()
-        .unwrap()
-        .split('\t')
-        .next()
-        .unwrap()
-        .to_string();
+    assert!(
+        out.ends_with("2 new, 0 already there, user alice@example.com created\n"),
+        "{out}"
+    );
+    let first_id = out.split('\t').next().unwrap().to_string();
     let zip = w.path().join("drives.zip");
     let third = std::fs::read(&alice_logs[2]).unwrap();
     zip_of(&zip, &[("../../outside/evil.csv", &third)]);
@@ -130,28 +154,14 @@ fn the_nightly_job_end_to_end() {
         zip.to_str().unwrap(),
     ]);
     assert!(
-        out.ends_with("\tevil.csv\n"),
+        out.contains("\tevil.csv\n"),
         "entry names are labels only: {out}"
     );
+    assert!(out.ends_with("user alice@example.com existing\n"), "{out}");
     assert!(!w.path().join("outside").exists());
-    let again = w.ok(&[
-        "ingest",
-        "--user",
-        "alice@example.com",
-        alice_logs[0].to_str().unwrap(),
-    ]);
-    assert_eq!(
-        again.split('\t').next(),
-        Some(first_id.as_str()),
-        "same bytes, same analysis"
-    );
-    let out = w.ok(&[
-        "ingest",
-        "--user",
-        "bob@example.com",
-        bob_logs[0].to_str().unwrap(),
-    ]);
-    assert_eq!(out.lines().count(), 1);
+    let again = w.ingest("alice@example.com", &alice_logs[..1]);
+    assert_eq!(again, vec![first_id.clone()], "same bytes, same analysis");
+    w.ingest("bob@example.com", &bob_logs[..1]);
     assert_eq!(w.volume_files(), 4);
 
     // Refused zips write nothing.
@@ -161,7 +171,7 @@ fn the_nightly_job_end_to_end() {
         &[("ok.csv", b"Date;Time;\n"), ("notes.txt", b"hello")],
     );
     let (code, _, stderr) = w.run(&["ingest", "--user", "bob@example.com", bad.to_str().unwrap()]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 1);
     assert!(stderr.contains("notes.txt"), "{stderr}");
     let not_zip = w.path().join("fake.zip");
     std::fs::write(&not_zip, b"this is not a zip").unwrap();
@@ -171,7 +181,7 @@ fn the_nightly_job_end_to_end() {
         "bob@example.com",
         not_zip.to_str().unwrap(),
     ]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 1);
     assert_eq!(w.volume_files(), 4);
 
     // First run: everything is new.
@@ -188,19 +198,13 @@ fn the_nightly_job_end_to_end() {
         })
         .collect();
     analyses_before_averages(&messages, &owner);
-    let analyses: Vec<&Value> = messages
-        .iter()
-        .filter(|m| m["subject"] == "analysis.result")
-        .collect();
+    let analyses = subject(&messages, "analysis.result");
     assert_eq!(analyses.len(), 4, "{out}");
     assert!(
         analyses.iter().all(|m| m["payload"]["status"] == "Success"),
         "{messages:?}"
     );
-    let averages: Vec<&Value> = messages
-        .iter()
-        .filter(|m| m["subject"] == "average.result")
-        .collect();
+    let averages = subject(&messages, "average.result");
     assert!(
         averages.len() >= 6,
         "2 users × at least OVERALL+YEARLY+MONTHLY: {}",
@@ -218,8 +222,10 @@ fn the_nightly_job_end_to_end() {
         }
     }
 
-    // The snapshot is complete and queryable.
-    let rows = w.query("SELECT analysis_id, user_id, status, log_year, \"driving_speed_max_kmh\", analysis_json FROM analysis ORDER BY analysis_id");
+    // The snapshot is complete and queryable, without quoting.
+    let rows = w.query(
+        "SELECT analysis_id, user_id, status, log_date, log_year, driving_speed_max_kmh, analysis_json FROM analysis ORDER BY analysis_id",
+    );
     assert_eq!(rows.len(), 4);
     for r in &rows {
         assert_eq!(r["status"], "Success");
@@ -228,7 +234,7 @@ fn the_nightly_job_end_to_end() {
             "typed metric columns: {r}"
         );
         let json: Value = serde_json::from_str(r["analysis_json"].as_str().unwrap()).unwrap();
-        assert!(json["overall"]["distance_km"].as_f64().is_some());
+        assert_eq!(json["overall"]["date"]["date"], r["log_date"], "{r}");
     }
     let groups = w.query("SELECT type, count(*) AS n FROM average GROUP BY type ORDER BY type");
     assert_eq!(
@@ -246,68 +252,65 @@ fn the_nightly_job_end_to_end() {
     ]);
     assert_eq!(csv, "n\n4\n");
 
-    // Second run: nothing changed, nothing sent.
+    // Second run: nothing changed, nothing sent, every result reused.
     let out = w.ok(&["run"]);
     assert!(
-        out.contains("0 users changed, 0 analysis + 0 average messages"),
+        out.contains(
+            "(0 analysed, 4 reused, 0 failed), 0 users changed, 0 analysis + 0 average messages"
+        ),
         "{out}"
     );
     assert!(w.outbox(&out).is_empty());
 
     // A new log for bob: exactly his 1 + 3 messages.
-    w.ok(&[
-        "ingest",
-        "--user",
-        "bob@example.com",
-        bob_logs[1].to_str().unwrap(),
-    ]);
+    let new = w.ingest("bob@example.com", &bob_logs[1..2]);
     let out = w.ok(&["run"]);
+    assert!(out.contains("(1 analysed, 4 reused, 0 failed)"), "{out}");
     let messages = w.outbox(&out);
-    let bob = owner[&out_id(&w, &bob_logs[0])].clone();
-    assert_eq!(
-        messages
-            .iter()
-            .filter(|m| m["subject"] == "analysis.result")
-            .count(),
-        1,
-        "{messages:?}"
-    );
-    let averages: Vec<&Value> = messages
-        .iter()
-        .filter(|m| m["subject"] == "average.result")
-        .collect();
-    assert_eq!(averages.len(), 3, "{messages:?}");
+    let analyses = subject(&messages, "analysis.result");
+    assert_eq!(analyses.len(), 1, "{messages:?}");
+    assert_eq!(analyses[0]["payload"]["analysisId"], new[0].as_str());
+    let bob = owner[&w.ingest("bob@example.com", &bob_logs[..1])[0]].clone();
+    let averages = subject(&messages, "average.result");
     assert!(
         averages
             .iter()
-            .all(|m| m["payload"]["userId"] == bob.as_str())
+            .all(|m| m["payload"]["userId"] == bob.as_str()),
+        "{messages:?}"
     );
     let types: HashSet<&str> = averages
         .iter()
         .filter_map(|m| m["payload"]["type"].as_str())
         .collect();
-    assert_eq!(types, HashSet::from(["OVERALL", "YEARLY", "MONTHLY"]));
-
-    // --force re-sends everything.
-    let out = w.ok(&["run", "--force"]);
-    assert_eq!(
-        w.outbox(&out)
-            .iter()
-            .filter(|m| m["subject"] == "analysis.result")
-            .count(),
-        5
+    assert!(
+        types.contains("OVERALL") && types.contains("YEARLY") && types.contains("MONTHLY"),
+        "{types:?}"
     );
 
-    // A corrupted log fails alone.
-    let victim = w.path().join(format!("wh/volume/{first_id}.csv"));
+    // --force re-sends everything, without re-reading anything.
+    let out = w.ok(&["run", "--force"]);
+    assert!(out.contains("(0 analysed, 5 reused"), "{out}");
+    assert_eq!(subject(&w.outbox(&out), "analysis.result").len(), 5);
+
+    // A log changed on the volume after its upload: reused as long as its
+    // upload's sha256 is, failed alone once --full reads it again.
+    let victim = w.root().join(format!("volume/{first_id}.csv"));
     std::fs::write(&victim, b"\x00\x01garbage").unwrap();
     let out = w.ok(&["run"]);
+    assert!(w.outbox(&out).is_empty(), "{out}");
+    let out = w.ok(&["run", "--full"]);
+    assert!(out.contains("(5 analysed, 0 reused, 1 failed)"), "{out}");
+    assert!(
+        out.contains("File changed since upload"),
+        "failures by message: {out}"
+    );
     let messages = w.outbox(&out);
-    let analyses: Vec<&Value> = messages
-        .iter()
-        .filter(|m| m["subject"] == "analysis.result")
-        .collect();
-    assert_eq!(analyses.len(), 1, "{messages:?}");
+    let analyses = subject(&messages, "analysis.result");
+    assert_eq!(
+        analyses.len(),
+        1,
+        "only the changed log's result differs: {messages:?}"
+    );
     assert_eq!(analyses[0]["payload"]["analysisId"], first_id.as_str());
     assert_eq!(analyses[0]["payload"]["status"], "Failed");
     let rows =
@@ -321,39 +324,292 @@ fn the_nightly_job_end_to_end() {
     );
 
     // Two runs never overlap: while another holds the run lock, a run is skipped (exit 3).
-    let lock = std::fs::File::open(w.path().join("wh/locks/run.lock")).expect("lock file");
+    let lock = std::fs::File::open(w.root().join("catalog.db.run.lock")).expect("lock file");
     lock.try_lock().expect("the lock is free between runs");
     let (code, _, stderr) = w.run(&["run"]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("skipped"), "{stderr}");
+    let (code, _, stderr) = w.run(&["snapshots", "prune", "--keep", "1"]);
+    assert_eq!(code, 3, "prune waits for runs too: {stderr}");
     drop(lock);
 
-    // A crash between staging and rename leaves the previous latest.
-    let before = w.ok(&["snapshots", "list"]);
-    let root = w.path().join("wh");
-    let (code, _, _) = run_bin_env(&["--warehouse", root.to_str().unwrap(), "run", "--force"]);
-    assert_ne!(code, 0);
-    assert_eq!(w.ok(&["snapshots", "list"]), before);
+    let listed: Value =
+        serde_json::from_str(&w.ok(&["snapshots", "list", "--format", "json"])).unwrap();
+    let count = listed.as_array().unwrap().len();
+    assert_eq!(count, 6);
+    let out = w.ok(&["snapshots", "prune", "--keep", "2", "--dry-run"]);
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("would remove"))
+            .count(),
+        4,
+        "{out}"
+    );
     let out = w.ok(&["snapshots", "prune", "--keep", "2"]);
-    assert!(out.lines().count() >= 3, "{out}");
-    assert_eq!(w.ok(&["snapshots", "list"]).lines().count(), 2);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("removed")).count(),
+        4,
+        "{out}"
+    );
+    let listed: Value =
+        serde_json::from_str(&w.ok(&["snapshots", "list", "--format", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    // The kept snapshots are whole: their shared files survived the prune.
+    assert_eq!(w.query("SELECT count(*) AS n FROM analysis")[0]["n"], 5);
 }
 
-/// The analysis id that ingesting `log` (again) reports.
-fn out_id(w: &Warehouse, log: &Path) -> String {
-    let out = w.ok(&["ingest", "--user", "bob@example.com", log.to_str().unwrap()]);
-    out.split('\t').next().unwrap().to_string()
-}
-
-fn run_bin_env(args: &[&str]) -> (i32, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fap-warehouse"))
-        .args(args)
-        .env("FAP_TEST_CRASH_BEFORE_RENAME", "1")
+/// A rerun with nothing new opens no log of the volume: checked with strace.
+#[test]
+fn a_rerun_with_nothing_new_opens_no_log() {
+    let w = Warehouse::new();
+    w.ingest("carol@example.com", &logs(&w.path().join("in"), 4, 21));
+    w.ok(&["run"]);
+    let trace = w.path().join("trace");
+    let root = w.root();
+    let output = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=open,openat", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_fap-warehouse"))
+        .args(["--warehouse", root.to_str().unwrap(), "run"])
         .output()
-        .expect("binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        .expect("strace runs (the machine has it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("0 analysis + 0 average messages"),
+        "{stdout}"
+    );
+    let opened = std::fs::read_to_string(&trace).unwrap();
+    let volume = root.join("volume");
+    let logs: Vec<&str> = opened
+        .lines()
+        .filter(|l| l.contains(volume.to_str().unwrap()) && l.contains(".csv"))
+        .collect();
+    assert!(logs.is_empty(), "logs opened by a rerun: {logs:?}");
+}
+
+/// Ten new logs for two users: only they are analysed, only those two users
+/// get messages; an edit of the SQL that changes no result re-reads all and
+/// sends nothing; `--full --dry-run` delivers nothing and changes nothing.
+#[test]
+fn incremental_runs_and_experiments() {
+    let w = Warehouse::new();
+    let input = w.path().join("input");
+    for u in 0..4 {
+        w.ingest(
+            &format!("u{u}@example.com"),
+            &logs(&input.join(format!("u{u}")), 3, 30 + u),
+        );
+    }
+    w.ok(&["run"]);
+    let mut new_ids = Vec::new();
+    for u in 0..2 {
+        new_ids.extend(w.ingest(
+            &format!("u{u}@example.com"),
+            &logs(&input.join(format!("n{u}")), 5, 50 + u),
+        ));
+    }
+    let out = w.ok(&["run"]);
+    assert!(
+        out.contains("(10 analysed, 12 reused, 0 failed), 2 users changed"),
+        "{out}"
+    );
+    let messages = w.outbox(&out);
+    let analysed: HashSet<&str> = subject(&messages, "analysis.result")
+        .iter()
+        .filter_map(|m| m["payload"]["analysisId"].as_str())
+        .collect();
+    assert_eq!(analysed, new_ids.iter().map(String::as_str).collect());
+    let users: HashSet<&str> = subject(&messages, "average.result")
+        .iter()
+        .filter_map(|m| m["payload"]["userId"].as_str())
+        .collect();
+    assert_eq!(users.len(), 2, "{users:?}");
+
+    // The same SQL plus a comment: a new algorithm version, everything is
+    // read again, nothing differs, nothing is sent.
+    let sql = w.path().join("sql");
+    std::fs::create_dir_all(&sql).unwrap();
+    let model =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/log_analysis.sql"))
+            .unwrap();
+    std::fs::write(
+        sql.join("log_analysis.sql"),
+        format!("-- reviewed\n{model}"),
     )
+    .unwrap();
+    let (code, stdout, stderr) = w.run(&["--sql-dir", sql.to_str().unwrap(), "run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("(22 analysed, 0 reused, 0 failed)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("0 analysis + 0 average messages"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("log_analysis"),
+        "the override is logged: {stderr}"
+    );
+    let latest = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            w.root()
+                .join(format!("snapshots/{}/manifest.json", latest.trim())),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["sql"]["log_analysis.sql"]["overridden"], true,
+        "{manifest}"
+    );
+    assert_eq!(manifest["counts"]["analysed"], 22);
+
+    // A changed algorithm, tried as an experiment: nothing reaches consumers.
+    let catalog_before = std::fs::read(w.root().join("catalog.db")).unwrap();
+    let changed = model.replace("speed * dt / 3600 AS km", "speed * dt / 3000 AS km");
+    assert_ne!(changed, model);
+    std::fs::write(sql.join("log_analysis.sql"), changed).unwrap();
+    let (code, stdout, stderr) = w.run(&[
+        "--sql-dir",
+        sql.to_str().unwrap(),
+        "run",
+        "--full",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("experiment "), "{stdout}");
+    assert!(
+        !stdout.contains("outbox:"),
+        "an experiment delivers nothing: {stdout}"
+    );
+    assert!(
+        stdout.contains("overall_distance_km"),
+        "the report names the changed metric: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap(),
+        latest,
+        "latest untouched"
+    );
+    assert_eq!(
+        std::fs::read(w.root().join("catalog.db")).unwrap(),
+        catalog_before,
+        "catalog untouched"
+    );
+    let report_line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("change report: "))
+        .expect("report path");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(report_line).unwrap()).unwrap();
+    let distance = report["analysis"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "overall_distance_km")
+        .expect("distance changed");
+    assert!(distance["changed"].as_u64().unwrap() > 0);
+    assert!(distance["max_abs_diff"].as_f64().unwrap() > 0.0);
+    // The next real run builds on latest, not on the experiment.
+    let out = w.ok(&["run"]);
+    assert!(
+        out.contains("(22 analysed, 0 reused"),
+        "back to the embedded SQL: {out}"
+    );
+    assert!(out.contains("0 analysis + 0 average messages"), "{out}");
+}
+
+/// Each snapshot shares unchanged files with its parent (hard links): a
+/// rerun adds no copy of the data; a diff names what changed.
+#[test]
+fn snapshots_share_unchanged_files() {
+    use std::os::unix::fs::MetadataExt;
+    let w = Warehouse::new();
+    w.ingest("dave@example.com", &logs(&w.path().join("in"), 3, 61));
+    w.ingest("erin@example.com", &logs(&w.path().join("in2"), 3, 62));
+    w.ok(&["run"]);
+    let first = std::fs::read_to_string(w.root().join("snapshots/latest"))
+        .unwrap()
+        .trim()
+        .to_string();
+    w.ok(&["run"]);
+    let second = std::fs::read_to_string(w.root().join("snapshots/latest"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(first, second);
+    for table in [
+        "analysis",
+        "average",
+        "fuel_by_speed_band",
+        "average_fuel_by_speed_band",
+    ] {
+        let dir = w.root().join(format!("snapshots/{second}/{table}"));
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let twin = w
+                .root()
+                .join(format!("snapshots/{first}/{table}"))
+                .join(path.file_name().unwrap());
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().ino(),
+                std::fs::metadata(&twin).unwrap().ino(),
+                "{} is a copy, not a link",
+                path.display()
+            );
+        }
+    }
+    let out = w.ok(&["snapshots", "diff", &first, &second, "--format", "json"]);
+    let diff: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(diff["analysis"]["changed"], 0);
+    assert_eq!(diff["analysis"]["added"], 0);
+}
+
+/// A crash after staging, before publishing: the previous snapshot stays
+/// the latest and nothing is delivered.
+#[tokio::test]
+async fn a_crash_before_publishing_keeps_the_previous_latest() {
+    use fap_warehouse::analysis::engine::Engine;
+    use fap_warehouse::analysis::models::Models;
+    use fap_warehouse::catalog::Catalog;
+    use fap_warehouse::catalog::lock::RunLock;
+    use fap_warehouse::job::{self, RunConfig};
+    use fap_warehouse::volume::Volume;
+    let w = Warehouse::new();
+    w.ingest("frank@example.com", &logs(&w.path().join("in"), 2, 71));
+    w.ok(&["run"]);
+    let latest = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
+    let catalog = Catalog::connect(&format!(
+        "sqlite://{}",
+        w.root().join("catalog.db").display()
+    ))
+    .await
+    .unwrap();
+    let lock = RunLock::try_take(&catalog, &w.root())
+        .await
+        .unwrap()
+        .expect("free");
+    let volume = Volume::local(&w.root().join("volume")).unwrap();
+    let mut config = RunConfig::new(w.root(), volume).crash_before_publish();
+    config.options.force = true;
+    let engine = Engine::new(Models::embedded());
+    let err = job::run(&engine, &catalog, &lock, &config)
+        .await
+        .expect_err("crashed");
+    assert!(err.to_string().contains("crash"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap(),
+        latest
+    );
+    assert!(
+        std::fs::read_dir(w.root().join("outbox")).unwrap().count() == 1,
+        "nothing more delivered"
+    );
 }
