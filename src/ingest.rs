@@ -89,11 +89,23 @@ pub fn validate_email(email: &str) -> Result<(), IngestError> {
 }
 
 /// A name for display and storage: control characters replaced, at most
-/// 255 characters.
+/// 255 characters (a long name keeps its extension).
 pub fn clean_name(name: &str) -> String {
-    name.chars()
+    let clean: Vec<char> = name
+        .chars()
         .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .take(MAX_NAME)
+        .collect();
+    if clean.len() <= MAX_NAME {
+        return clean.into_iter().collect();
+    }
+    let ext = clean
+        .iter()
+        .rposition(|&c| c == '.')
+        .filter(|&dot| clean.len() - dot <= 16)
+        .map_or(0, |dot| clean.len() - dot);
+    clean[..MAX_NAME - ext]
+        .iter()
+        .chain(&clean[clean.len() - ext..])
         .collect()
 }
 
@@ -402,5 +414,8 @@ mod tests {
         let name = clean_name("evil\u{1b}[31m\nname.csv");
         assert!(!name.chars().any(char::is_control), "{name:?}");
         assert_eq!(clean_name(&"x".repeat(5000)).chars().count(), MAX_NAME);
+        let long = clean_name(&format!("{}.csv", "y".repeat(5000)));
+        assert_eq!(long.chars().count(), MAX_NAME);
+        assert!(long.ends_with(".csv"));
     }
 }

@@ -7,6 +7,7 @@ mod common;
 mod batch_job;
 mod contract_cases;
 mod fixture_parity;
+mod hardening;
 mod nats_delivery;
 mod postgres_cycle;
 mod serve;

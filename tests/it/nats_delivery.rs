@@ -2,6 +2,7 @@
 //! backend listens). Messages of other tests share the subjects, so each test
 //! keeps only the messages about its own analyses and users.
 
+use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -48,7 +49,7 @@ fn setup(logs: usize, seed: u64) -> Setup {
     assert_eq!(code, 0, "{err}");
     s.ids = out
         .lines()
-        .filter_map(|l| l.split('\t').next())
+        .filter_map(|l| l.split_once('\t').map(|(id, _)| id))
         .map(str::to_string)
         .collect();
     s
@@ -163,5 +164,124 @@ async fn a_jetstream_stream_acknowledges_and_deduplicates_results() {
     if ours {
         assert_eq!(again, after, "retries are de-duplicated by Nats-Msg-Id");
         js.delete_stream(&name).await.expect("cleanup");
+    }
+}
+
+/// A nats-server of the test's own, on a free port, with JetStream off
+/// (core NATS, as the backend listens).
+struct OwnServer {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnServer {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// Core NATS delivery once lied after a quick server restart: the run
+/// exited 0 and recorded every result as held, yet most never arrived, and
+/// the next run sent none of them. Over two runs, now, nothing is lost.
+#[tokio::test]
+async fn regression_a_server_restart_during_delivery_loses_nothing_over_two_runs() {
+    let s = setup(60, 34);
+    let port = free_port();
+    let mut server = OwnServer::start(port);
+    let listener = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(server.url())
+        .await
+        .expect("listener connects");
+    let mut results = listener
+        .subscribe("analysis.result")
+        .await
+        .expect("subscribe");
+    listener.flush().await.expect("flush");
+
+    let wh = s.warehouse();
+    let url = server.url();
+    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_fap-warehouse"))
+        .args(["--warehouse", &wh, "--nats", &url, "run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let mut seen = HashSet::new();
+    // Restart the server as soon as results flow.
+    if let Ok(Some(first)) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), results.next()).await
+    {
+        let p: Value = serde_json::from_slice(&first.payload).unwrap();
+        seen.insert(p["analysisId"].as_str().unwrap_or_default().to_string());
+        server.kill();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        server = OwnServer::start(port);
+    }
+    let first_run = run.wait_with_output().await.expect("run ends");
+    drain(&mut results, &mut seen).await;
+    let first_ok = first_run.status.success();
+    if first_ok {
+        assert_eq!(seen, s.ids, "a run that says it delivered everything did");
+    } else {
+        let stderr = String::from_utf8_lossy(&first_run.stderr);
+        assert!(
+            stderr.contains("not delivered") || stderr.contains("NATS"),
+            "{stderr}"
+        );
+    }
+    // The listener is back on the restarted server; the next run sends the rest.
+    listener.flush().await.expect("listener reconnected");
+    let (code, out, err) = s.bin(&["--nats", &server.url(), "run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    drain(&mut results, &mut seen).await;
+    assert_eq!(
+        seen, s.ids,
+        "every analysis arrived over the two runs (first run ok: {first_ok})"
+    );
+}
+
+/// Collects analysis ids from `results` until 700 ms pass with nothing new.
+async fn drain(results: &mut async_nats::Subscriber, seen: &mut HashSet<String>) {
+    while let Ok(Some(m)) =
+        tokio::time::timeout(std::time::Duration::from_millis(700), results.next()).await
+    {
+        let p: Value = serde_json::from_slice(&m.payload).unwrap();
+        seen.insert(p["analysisId"].as_str().unwrap_or_default().to_string());
     }
 }
