@@ -111,6 +111,14 @@ enum Command {
         #[command(subcommand)]
         action: jobs::SnapshotAction,
     },
+    /// The data dictionary: every column of the snapshot tables, with its
+    /// unit, weighting and definition.
+    Describe {
+        /// analysis, average, fuel_by_speed_band or average_fuel_by_speed_band [default: all].
+        table: Option<String>,
+        #[arg(long, value_enum, default_value_t = DescribeFormat::Table)]
+        format: DescribeFormat,
+    },
     /// Query a snapshot with SQL (tables: analysis, average,
     /// fuel_by_speed_band, average_fuel_by_speed_band, users).
     Query(query::QueryArgs),
@@ -131,6 +139,13 @@ enum Command {
     /// Benchmark the engine: analyse N generated logs in one plan and report
     /// MB/s, logs/s and peak memory, beside a bare scan of the same files.
     Bench(tools::BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DescribeFormat {
+    Table,
+    Markdown,
+    Json,
 }
 
 /// Settings checked once from the command line and environment.
@@ -267,6 +282,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Query(args) => query::query(&settings, args, out).await,
+        Command::Describe { table, format } => describe(table.as_deref(), format, out),
         Command::Analyze { file } => tools::analyze(&settings, &file, out).await,
         Command::Average { request } => tools::average(&settings, &request, out).await,
         Command::GenLogs {
@@ -281,6 +297,53 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
         }
         Command::Bench(args) => tools::bench(&settings, args, out).await,
     }
+}
+
+fn describe(table: Option<&str>, format: DescribeFormat, out: &mut impl Write) -> Result<ExitCode> {
+    use crate::job::dictionary;
+    use crate::job::snapshot::Table;
+    let tables: Vec<Table> = match table {
+        None => Table::ALL.to_vec(),
+        Some(name) => match Table::ALL.into_iter().find(|t| t.name() == name) {
+            Some(t) => vec![t],
+            None => anyhow::bail!(
+                "no table {name:?}; tables: {}",
+                Table::ALL.map(|t| t.name()).join(", ")
+            ),
+        },
+    };
+    match format {
+        DescribeFormat::Markdown => write!(out, "{}", dictionary::markdown())?,
+        DescribeFormat::Json => {
+            let all: serde_json::Map<String, serde_json::Value> = tables
+                .iter()
+                .map(|t| {
+                    (
+                        t.name().to_string(),
+                        serde_json::json!(dictionary::columns(*t)),
+                    )
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        }
+        DescribeFormat::Table => {
+            for t in tables {
+                writeln!(out, "{}", t.name())?;
+                for c in dictionary::columns(t) {
+                    let unit = c
+                        .unit
+                        .as_deref()
+                        .map(|u| format!(" [{u}]"))
+                        .unwrap_or_default();
+                    writeln!(out, "  {}{unit}: {}", c.name, c.description)?;
+                    if let Some(w) = &c.weighting {
+                        writeln!(out, "      weighting: {w}")?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGTERM or SIGINT.

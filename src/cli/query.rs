@@ -354,36 +354,49 @@ pub fn write_batches(
         Format::Markdown => write_markdown(batches, out),
         Format::Csv | Format::Tsv => {
             let delimiter = if format == Format::Csv { b',' } else { b'\t' };
-            let mut writer = datafusion::arrow::csv::WriterBuilder::new()
-                .with_delimiter(delimiter)
-                .build(&mut *out);
+            let mut header = true;
             for batch in batches {
+                // Through a buffer, so a closed pipe stays an io error.
+                let mut buffer = Vec::new();
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_delimiter(delimiter)
+                    .with_header(header)
+                    .build(&mut buffer);
                 writer.write(batch)?;
+                drop(writer);
+                out.write_all(&buffer)?;
+                header = false;
             }
             Ok(())
         }
         Format::Json => {
+            let mut buffer = Vec::new();
             let mut writer = datafusion::arrow::json::WriterBuilder::new()
                 .with_explicit_nulls(true)
-                .build::<_, datafusion::arrow::json::writer::JsonArray>(&mut *out);
+                .build::<_, datafusion::arrow::json::writer::JsonArray>(&mut buffer);
             for batch in batches {
                 writer.write(batch)?;
             }
             writer.finish()?;
+            drop(writer);
             if batches.iter().all(|b| b.num_rows() == 0) {
-                write!(out, "[]")?;
+                buffer.extend_from_slice(b"[]");
             }
-            writeln!(out)?;
+            buffer.push(b'\n');
+            out.write_all(&buffer)?;
             Ok(())
         }
         Format::Ndjson => {
-            let mut writer = datafusion::arrow::json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut *out);
             for batch in batches {
+                let mut buffer = Vec::new();
+                let mut writer = datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buffer);
                 writer.write(batch)?;
+                writer.finish()?;
+                drop(writer);
+                out.write_all(&buffer)?;
             }
-            writer.finish()?;
             Ok(())
         }
     }

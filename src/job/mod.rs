@@ -27,6 +27,7 @@
 
 pub mod analyse;
 pub mod deliver;
+pub mod dictionary;
 pub mod diff;
 pub mod group;
 pub mod plan;

@@ -273,13 +273,19 @@ impl Staging {
         path.is_file().then_some(path)
     }
 
-    /// Appends rows to `table`, each into the bucket of its `user_id`.
+    /// Appends rows to `table`, each into the bucket of its `user_id`. The
+    /// table's schema (with its data dictionary as field metadata) is set by
+    /// its first batch.
     pub fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<()> {
+        let schema = self
+            .schemas
+            .entry(table)
+            .or_insert_with(|| super::dictionary::annotate(table, &batch.schema()))
+            .clone();
         if batch.num_rows() == 0 {
-            self.schemas.entry(table).or_insert_with(|| batch.schema());
             return Ok(());
         }
-        self.schemas.entry(table).or_insert_with(|| batch.schema());
+        let batch = &batch.clone().with_schema(schema)?;
         let users = batch
             .column_by_name("user_id")
             .and_then(|c| c.as_string_opt::<i32>())

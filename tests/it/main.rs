@@ -4,6 +4,7 @@
 
 mod common;
 
+mod analyst;
 mod batch_job;
 mod contract_cases;
 mod fixture_parity;
