@@ -22,19 +22,18 @@ WITH timeline AS (
         -- neighbours among the surviving rows (a pause inside a regeneration does not split it)
         LAG(ts) OVER by_time    AS prev_ts,
         LAG(regen) OVER by_time AS prev_regen,
-        -- running flags up to this row's time (rows at the same time included)
+        -- running flags, in row order (running_any: see src/analysis/functions.rs)
         coolant IS NOT NULL AND oil_temp IS NOT NULL AND (coolant < 40 OR oil_temp < 40) AS cold,
-        COALESCE(bool_or(revs > 0) OVER up_to_now, false) AS engine_ran,
-        COALESCE(bool_or(coolant IS NOT NULL AND oil_temp IS NOT NULL
-                         AND (coolant < 40 OR oil_temp < 40)) OVER up_to_now, false) AS warmup_started,
+        running_any(COALESCE(revs > 0, false)) OVER by_time AS engine_ran,
+        running_any(COALESCE(coolant IS NOT NULL AND oil_temp IS NOT NULL
+                             AND (coolant < 40 OR oil_temp < 40), false)) OVER by_time AS warmup_started,
         -- speed bands [5,15) [15,25) ... [185,195) [195,200) [200,inf)
         CASE WHEN speed >= 200 THEN 20
              WHEN speed >= 195 THEN 19
              WHEN speed >= 5   THEN CAST(floor((speed - 5) / 10) AS INT)
         END AS band
     FROM stg_clean_rows
-    WINDOW by_time AS (PARTITION BY log_no ORDER BY ts, line),
-           up_to_now AS (PARTITION BY log_no ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+    WINDOW by_time AS (PARTITION BY log_no ORDER BY ts, line)
 ),
 per_log AS (
     SELECT

@@ -10,7 +10,9 @@
 //! Window, over a whole log (`OVER (PARTITION BY log_no …)`):
 //! - `log_count(x)`: how many rows of the log have a non-null `x`;
 //! - `log_median(x)`: the median of the log's non-null `x` (an even count
-//!   averages the two middle values).
+//!   averages the two middle values);
+//! - `running_any(c)`, in the log's row order (`ORDER BY ts, line`): true
+//!   from the first row where `c` is true on, that row included.
 //!
 //! DataFusion's own `COUNT(..) OVER (PARTITION BY ..)` or `median(..) OVER
 //! (..)` run in `WindowAggExec`, which buffers its entire input before it
@@ -18,7 +20,8 @@
 //! of logs. These two ignore the window frame and declare bounded
 //! execution, so they run in `BoundedWindowAggExec`: it holds one log at a
 //! time, and each function computes its value once the log's last row has
-//! arrived.
+//! arrived. `running_any` needs no more than the row at hand and answers at
+//! once, without the per-row frame search of a running `bool_or`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -71,12 +74,14 @@ pub fn scalar_functions() -> Vec<ScalarUDF> {
     ]
 }
 
-/// The whole-log window functions.
+/// The window functions.
 pub fn window_functions() -> Vec<WindowUDF> {
-    [WholeLog::Count, WholeLog::Median]
+    let mut functions: Vec<WindowUDF> = [WholeLog::Count, WholeLog::Median]
         .into_iter()
         .map(|kind| WindowUDF::new_from_impl(WholeLogFn::new(kind)))
-        .collect()
+        .collect();
+    functions.push(WindowUDF::new_from_impl(RunningAny::default()));
+    functions
 }
 
 fn rounding_udf(name: &str, round: fn(f64, i32) -> f64) -> ScalarUDF {
@@ -205,6 +210,79 @@ impl PartitionEvaluator for WholeLogEvaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
         let value = self.evaluate(values, &(0..num_rows))?;
         value.to_array_of_size(num_rows)
+    }
+}
+
+/// `running_any(c)`: whether `c` was true at this row or any earlier one.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RunningAny {
+    signature: Signature,
+}
+
+impl Default for RunningAny {
+    fn default() -> Self {
+        Self {
+            signature: Signature::exact(vec![DataType::Boolean], Volatility::Immutable),
+        }
+    }
+}
+
+impl WindowUDFImpl for RunningAny {
+    fn name(&self) -> &str {
+        "running_any"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn partition_evaluator(
+        &self,
+        _args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
+        Ok(Box::new(RunningAnyEvaluator { seen: false }))
+    }
+
+    fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(Field::new(args.name(), DataType::Boolean, false)))
+    }
+}
+
+/// Rows are evaluated in order, once each: the flag only ever turns on.
+#[derive(Debug)]
+struct RunningAnyEvaluator {
+    seen: bool,
+}
+
+impl PartitionEvaluator for RunningAnyEvaluator {
+    fn supports_bounded_execution(&self) -> bool {
+        true
+    }
+
+    /// The row alone decides: answer as soon as it arrives.
+    fn is_causal(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> Result<ScalarValue> {
+        let Some(input) = values.first() else {
+            return exec_err!("running_any takes one argument");
+        };
+        let flags = input.as_boolean();
+        let row = range.start;
+        if row < flags.len() && flags.is_valid(row) && flags.value(row) {
+            self.seen = true;
+        }
+        Ok(ScalarValue::Boolean(Some(self.seen)))
+    }
+
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        let mut out = Vec::with_capacity(num_rows);
+        for row in 0..num_rows {
+            let value = self.evaluate(values, &(row..row + 1))?;
+            out.push(matches!(value, ScalarValue::Boolean(Some(true))));
+        }
+        Ok(Arc::new(datafusion::arrow::array::BooleanArray::from(out)))
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use datafusion::arrow::array::AsArray;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::CsvReadOptions;
 
@@ -100,6 +101,9 @@ pub struct BenchArgs {
     /// Skip the bare DataFusion `count(*)` over the same files.
     #[arg(long)]
     no_baseline: bool,
+    /// Also time each layer alone: the scan, the cleaning, the analysis.
+    #[arg(long)]
+    stages: bool,
 }
 
 pub async fn bench(settings: &Settings, args: BenchArgs, out: &mut impl Write) -> Result<ExitCode> {
@@ -141,6 +145,32 @@ pub async fn bench(settings: &Settings, args: BenchArgs, out: &mut impl Write) -
         )?;
         reset_peak_rss();
     }
+    if args.stages {
+        let logs = Arc::new(logs.clone());
+        for table in ["log_rows", "stg_clean_rows", "log_analysis"] {
+            let ctx = engine.context();
+            engine.register_logs(&ctx, logs.clone()).await?;
+            let started = Instant::now();
+            let rows = ctx
+                .sql(&format!("SELECT count(*) FROM {table}"))
+                .await?
+                .collect()
+                .await?;
+            let n = rows
+                .first()
+                .map(|b| {
+                    b.column(0)
+                        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                        .value(0)
+                })
+                .unwrap_or(0);
+            writeln!(
+                out,
+                "stage {table}: {n} rows in {:.3} s",
+                started.elapsed().as_secs_f64()
+            )?;
+        }
+    }
     let rss_before = peak_rss_mib();
     let started = Instant::now();
     let result = engine.analyse(logs).await?;
@@ -178,7 +208,6 @@ async fn bare_count(settings: &Settings, dir: &Path) -> Result<i64> {
         .await?
         .collect()
         .await?;
-    use datafusion::arrow::array::AsArray;
     Ok(batches
         .first()
         .map(|b| {

@@ -48,7 +48,7 @@ use datafusion::prelude::SessionContext;
 
 use columns::NUMERIC;
 pub use log_file::LogLimits;
-use source::{LogMeta, LogSource, TableKind};
+pub use source::{BundledLog, LogBundle, LogSource, TableKind};
 
 /// A log to analyse: its id (the analysis id), where it is in the store,
 /// its size, and the sha256 its bytes must still have (when known).
@@ -183,26 +183,48 @@ impl LogSet {
         self.partitions.iter().flatten().map(|(_, l)| l.bytes).sum()
     }
 
-    /// The file groups of a scan, each file carrying its [`LogMeta`] and the
-    /// statistics that let DataFusion keep the declared order across the
-    /// files of a group (each file holds one `log_no`).
+    /// The file groups of a scan. Consecutive small logs of a partition are
+    /// bundled into one scanned "file" ([`LogBundle`]), so that rows flow in
+    /// batches of thousands, not of one short drive each: per-batch costs
+    /// dominate otherwise. Each bundle carries the statistics that let
+    /// DataFusion keep the declared order across a group's bundles (its
+    /// range of `log_no`).
     fn file_groups(&self, schema: &SchemaRef) -> Vec<FileGroup> {
         self.partitions
             .iter()
             .map(|logs| {
-                let files = logs
-                    .iter()
-                    .map(|(no, log)| {
-                        let mut file = PartitionedFile::new(log.location.to_string(), log.bytes);
-                        file.extensions.insert(LogMeta {
-                            log_no: *no,
-                            log_id: log.log_id.clone(),
-                            sha256: log.sha256.clone(),
-                        });
-                        file.statistics = Some(Arc::new(one_log_statistics(schema, *no)));
-                        file
-                    })
-                    .collect();
+                let mut files = Vec::new();
+                let mut bundle: Vec<BundledLog> = Vec::new();
+                let mut bytes = 0u64;
+                let mut flush = |bundle: &mut Vec<BundledLog>, bytes: &mut u64| {
+                    if bundle.is_empty() {
+                        return;
+                    }
+                    let (first, last) = (bundle[0].log_no, bundle[bundle.len() - 1].log_no);
+                    let mut file = PartitionedFile::new(bundle[0].location.to_string(), *bytes);
+                    file.statistics = Some(Arc::new(bundle_statistics(schema, first, last)));
+                    file.extensions.insert(LogBundle {
+                        logs: std::mem::take(bundle),
+                    });
+                    files.push(file);
+                    *bytes = 0;
+                };
+                for (no, log) in logs {
+                    if !bundle.is_empty()
+                        && (bytes + log.bytes > BUNDLE_BYTES || bundle.len() >= BUNDLE_LOGS)
+                    {
+                        flush(&mut bundle, &mut bytes);
+                    }
+                    bytes += log.bytes;
+                    bundle.push(BundledLog {
+                        log_no: *no,
+                        log_id: log.log_id.clone(),
+                        location: log.location.clone(),
+                        bytes: log.bytes,
+                        sha256: log.sha256.clone(),
+                    });
+                }
+                flush(&mut bundle, &mut bytes);
                 FileGroup::new(files)
             })
             .collect()
@@ -224,18 +246,25 @@ impl LogSet {
     }
 }
 
-/// Statistics of a file holding the rows of log `log_no` only. The min/max
-/// of `log_no` is what proves the order across a group's files; other columns
-/// say nothing (a typed null, or the type's default where nulls are not
-/// allowed), which DataFusion's order check accepts as the first key decides.
-fn one_log_statistics(schema: &SchemaRef, log_no: i64) -> Statistics {
+/// Logs are bundled up to this many bytes, or this many logs.
+const BUNDLE_BYTES: u64 = 2 * 1024 * 1024;
+const BUNDLE_LOGS: usize = 256;
+
+/// Statistics of a bundle holding the rows of logs `first..=last`. The
+/// min/max of `log_no` is what proves the order across a group's bundles;
+/// other columns say nothing (a typed null, or the type's default where
+/// nulls are not allowed), which DataFusion's order check accepts as the
+/// first key decides.
+fn bundle_statistics(schema: &SchemaRef, first: i64, last: i64) -> Statistics {
     let columns = schema
         .fields()
         .iter()
         .map(|field| {
             let (min, max) = if field.name() == "log_no" {
-                let v = ScalarValue::Int64(Some(log_no));
-                (v.clone(), v)
+                (
+                    ScalarValue::Int64(Some(first)),
+                    ScalarValue::Int64(Some(last)),
+                )
             } else if field.is_nullable() {
                 let null = ScalarValue::try_from(field.data_type()).unwrap_or(ScalarValue::Null);
                 (null.clone(), null)

@@ -51,11 +51,19 @@ impl TableKind {
     }
 }
 
-/// What a scan must know about each file beyond its location.
+/// The logs one scanned "file" stands for, in `log_no` order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogMeta {
+pub struct LogBundle {
+    pub logs: Vec<BundledLog>,
+}
+
+/// One log of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundledLog {
     pub log_no: i64,
     pub log_id: String,
+    pub location: object_store::path::Path,
+    pub bytes: u64,
     /// The sha256 recorded at upload; the bytes read must still have it.
     pub sha256: Option<String>,
 }
@@ -97,10 +105,11 @@ impl FileSource for LogSource {
     fn create_file_opener(
         &self,
         store: Arc<dyn ObjectStore>,
-        _config: &FileScanConfig,
+        config: &FileScanConfig,
         _partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
         Ok(Arc::new(LogOpener {
+            local: config.object_store_url.as_str() == "file:///",
             store,
             kind: self.kind,
             schema: self.kind.schema(),
@@ -147,6 +156,9 @@ impl FileSource for LogSource {
 /// Opens the files of one partition.
 struct LogOpener {
     store: Arc<dyn ObjectStore>,
+    /// Local files are read straight from the file system, in the same
+    /// blocking task that parses them (no hand-off per file).
+    local: bool,
     kind: TableKind,
     schema: SchemaRef,
     limits: LogLimits,
@@ -156,7 +168,7 @@ struct LogOpener {
 
 impl FileOpener for LogOpener {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
-        let Some(meta) = file.extensions.get::<LogMeta>().cloned() else {
+        let Some(bundle) = file.extensions.get::<LogBundle>().cloned() else {
             return Err(DataFusionError::Internal(format!(
                 "log scan: {} has no log metadata",
                 file.object_meta.location
@@ -167,8 +179,12 @@ impl FileOpener for LogOpener {
             let batch = RecordBatch::try_new(
                 schema,
                 vec![
-                    Arc::new(Int64Array::from(vec![meta.log_no])),
-                    Arc::new(StringArray::from(vec![meta.log_id])),
+                    Arc::new(Int64Array::from_iter_values(
+                        bundle.logs.iter().map(|l| l.log_no),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        bundle.logs.iter().map(|l| l.log_id.as_str()),
+                    )),
                 ],
             )?;
             return Ok(Box::pin(async move {
@@ -176,43 +192,83 @@ impl FileOpener for LogOpener {
             }));
         }
         let (store, limits, batch_size) = (self.store.clone(), self.limits, self.batch_size);
-        let progress = self.progress.clone();
+        let (progress, local) = (self.progress.clone(), self.local);
         Ok(Box::pin(async move {
-            let location = file.object_meta.location.clone();
-            let batches = match fetch(&store, &file, limits).await {
-                Ok(bytes) => {
-                    // Hashing and parsing are CPU work: off the async threads.
-                    let schema = schema.clone();
-                    let read = tokio::task::spawn_blocking(move || {
-                        match changed_since_upload(&bytes, meta.sha256.as_deref()) {
-                            Some(problem) => Ok(vec![problem_row(&schema, meta.log_no, problem)?]),
-                            None => read_log(&schema, meta.log_no, &bytes, limits, batch_size),
-                        }
-                    })
-                    .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    if let Some(p) = &progress {
-                        p.file_done(file.object_meta.size);
+            let mut fetched = Vec::with_capacity(bundle.logs.len());
+            for log in bundle.logs {
+                let bytes = if local {
+                    None
+                } else {
+                    Some(fetch(&store, &log, limits).await)
+                };
+                fetched.push((log, bytes));
+            }
+            // Reading local files, hashing and parsing are blocking CPU and
+            // I/O work: off the async threads, one hand-off per bundle.
+            let batches = tokio::task::spawn_blocking(move || -> Result<Vec<RecordBatch>> {
+                let mut batches = Vec::new();
+                for (log, bytes) in fetched {
+                    let bytes = bytes.unwrap_or_else(|| read_local(&log, limits));
+                    if let Err(problem) = &bytes {
+                        tracing::warn!(log_id = %log.log_id, location = %log.location, %problem, "log unreadable");
                     }
-                    read?
+                    let read = match bytes {
+                        Ok(bytes) => match changed_since_upload(&bytes, log.sha256.as_deref()) {
+                            Some(problem) => vec![problem_row(&schema, log.log_no, problem)?],
+                            None => read_log(&schema, log.log_no, &bytes, limits, batch_size)?,
+                        },
+                        Err(problem) => vec![problem_row(&schema, log.log_no, &problem)?],
+                    };
+                    if let Some(p) = &progress {
+                        p.file_done(log.bytes);
+                    }
+                    batches.extend(read);
                 }
-                Err(problem) => {
-                    tracing::warn!(log_id = %meta.log_id, %location, %problem, "log unreadable");
-                    vec![problem_row(&schema, meta.log_no, &problem)?]
-                }
-            };
+                // The bundle's rows as few batches as the batch size allows.
+                coalesce(&schema, batches, batch_size)
+            })
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
             Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
         }))
     }
 }
 
+/// Concatenates consecutive batches up to `batch_size` rows each.
+fn coalesce(
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    batch_size: usize,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut rows = 0;
+    for batch in batches {
+        if rows + batch.num_rows() > batch_size && !pending.is_empty() {
+            out.push(datafusion::arrow::compute::concat_batches(
+                schema, &pending,
+            )?);
+            pending.clear();
+            rows = 0;
+        }
+        rows += batch.num_rows();
+        pending.push(batch);
+    }
+    if !pending.is_empty() {
+        out.push(datafusion::arrow::compute::concat_batches(
+            schema, &pending,
+        )?);
+    }
+    Ok(out)
+}
+
 /// The file's bytes, at most the byte limit plus one; its problem otherwise.
 async fn fetch(
     store: &Arc<dyn ObjectStore>,
-    file: &PartitionedFile,
+    log: &BundledLog,
     limits: LogLimits,
 ) -> std::result::Result<bytes::Bytes, String> {
-    let listed = file.object_meta.size;
+    let listed = log.bytes;
     if listed > limits.max_bytes {
         return Err(too_many_bytes(listed, limits));
     }
@@ -225,7 +281,7 @@ async fn fetch(
     };
     let unreadable = |e: &dyn fmt::Display| format!("The log file could not be read: {e}.");
     let got = store
-        .get_opts(&file.object_meta.location, options)
+        .get_opts(&log.location, options)
         .await
         .map_err(|e| unreadable(&e))?;
     let bytes = got.bytes().await.map_err(|e| unreadable(&e))?;
@@ -233,6 +289,30 @@ async fn fetch(
         return Err(too_many_bytes(bytes.len() as u64, limits));
     }
     Ok(bytes)
+}
+
+/// A local log's bytes (at most the byte limit plus one); only a regular
+/// file is read.
+fn read_local(log: &BundledLog, limits: LogLimits) -> std::result::Result<bytes::Bytes, String> {
+    use std::io::Read;
+    let unreadable = |e: &dyn fmt::Display| format!("The log file could not be read: {e}.");
+    let path = std::path::Path::new("/").join(log.location.as_ref());
+    let file = std::fs::File::open(&path).map_err(|e| unreadable(&e))?;
+    let meta = file.metadata().map_err(|e| unreadable(&e))?;
+    if !meta.is_file() {
+        return Err("The log is not a regular file.".into());
+    }
+    if meta.len() > limits.max_bytes {
+        return Err(too_many_bytes(meta.len(), limits));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limits.max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(&e))?;
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(too_many_bytes(bytes.len() as u64, limits));
+    }
+    Ok(bytes::Bytes::from(bytes))
 }
 
 /// The problem of a log whose bytes no longer have their upload's sha256.
