@@ -10,6 +10,7 @@ mod contract_cases;
 mod fixture_parity;
 mod hardening;
 mod nats_delivery;
+mod plan_shape;
 mod postgres_cycle;
 mod serve;
 mod sql_logic;
