@@ -2,6 +2,7 @@
 --
 -- In:  results  log_analysis rows of this run, plus analysis_json (the object
 --               as sent) and result_sha256 (what change detection compares)
+--               and analysis_jsonb (as the backend prints it from jsonb)
 --      catalog  the backend's fap_analysis rows (analysis_id, user_id, ...)
 -- Out: snake_case columns; dates as DATE, times as TIMESTAMP; a metric has one
 --      type in both snapshot tables (DOUBLE where the per-log and per-group
@@ -101,6 +102,7 @@ SELECT
     r.overall_external_temp_max_c,
     r.overall_external_temp_min_c,
     r.analysis_json,
+    r.analysis_jsonb,
     r.result_sha256
 FROM results r
 JOIN catalog c ON c.analysis_id = r.log_id

@@ -43,11 +43,15 @@ fn write(value: &Value, out: &mut String) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => match n.as_f64() {
-            Some(x) => out.push_str(&js_number(x)),
-            None => out.push_str("null"),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            // Integers within 2^53 print the same in JavaScript.
+            (Some(i), _) if i.unsigned_abs() < (1 << 53) => {
+                out.push_str(itoa(i, &mut [0u8; 20]));
+            }
+            (_, Some(x)) => out.push_str(&js_number(x)),
+            _ => out.push_str("null"),
         },
-        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+        Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -70,13 +74,48 @@ fn write(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
+                write_string(key, out);
                 out.push(':');
                 write(&map[key], out);
             }
             out.push('}');
         }
     }
+}
+
+/// A JSON string literal, escaped as `JSON.stringify` does for the text
+/// the analyses hold (serde_json's escaping, written in place).
+fn write_string(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    // Rare: let serde_json escape it.
+    let mut buf = Vec::with_capacity(s.len() + 8);
+    if serde_json::to_writer(&mut buf, s).is_ok() {
+        out.push_str(&String::from_utf8_lossy(&buf));
+    }
+}
+
+/// Decimal digits of `i` in `buf`.
+fn itoa(i: i64, buf: &mut [u8; 20]) -> &str {
+    let mut n = i.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// JavaScript's `Number.prototype.toString()` for a finite number
@@ -144,6 +183,16 @@ mod tests {
         assert_eq!(
             to_string(&v),
             r#"{"fap":{},"engine":"x","overall":{"a":null,"b":1,"aa":[1,2.5]}}"#
+        );
+    }
+
+    #[test]
+    fn strings_and_integers_print_like_javascript() {
+        let v =
+            json!({"a": "plain", "b": "q\"uote\\\n", "c": -42, "d": 9007199254740993i64, "e": 0});
+        assert_eq!(
+            to_string(&v),
+            r#"{"a":"plain","b":"q\"uote\\\n","c":-42,"d":9007199254740992,"e":0}"#
         );
     }
 

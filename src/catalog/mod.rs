@@ -350,15 +350,13 @@ impl Catalog {
 
     /// Records delivered results as consumers hold them, the way the backend
     /// applies them, in one transaction (embedded only).
-    pub async fn apply_results(&self, results: &[(&str, &str)], version: &str) -> Result<()> {
+    pub async fn apply_results(&self, results: &[&Delivered], version: &str) -> Result<()> {
         let pool = self.embedded()?;
         let mut tx = pool.begin().await?;
-        for (subject, payload) in results {
-            let payload: Value = serde_json::from_str(payload)
-                .map_err(|e| CatalogError::Invalid(format!("a result is not JSON: {e}")))?;
-            match *subject {
-                "analysis.result" => apply_analysis_result(&mut tx, &payload, version).await?,
-                _ => apply_average_result(&mut tx, &payload).await?,
+        for result in results {
+            match result {
+                Delivered::Analysis(a) => apply_analysis_result(&mut tx, a, version).await?,
+                Delivered::Average(a) => apply_average_result(&mut tx, a).await?,
             }
         }
         tx.commit().await?;
@@ -366,13 +364,45 @@ impl Catalog {
     }
 }
 
+/// A result as consumers hold it once delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivered {
+    Analysis(DeliveredAnalysis),
+    Average(DeliveredAverage),
+}
+
+/// An `analysis.result`, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveredAnalysis {
+    pub id: String,
+    pub success: bool,
+    pub message: String,
+    /// The object as sent (`{}` when failed).
+    pub analysis: String,
+    pub fap_regen: bool,
+    pub log_date: Option<String>,
+    pub distance: Option<f64>,
+}
+
+/// An `average.result` of a computed group, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveredAverage {
+    pub user_id: String,
+    pub kind: String,
+    pub year: Option<i64>,
+    pub month: Option<i64>,
+    pub analysis_sha: String,
+    /// The object as sent.
+    pub average: String,
+}
+
 /// Applies an `analysis.result` the way the backend does.
 async fn apply_analysis_result(
     conn: &mut sqlx::SqliteConnection,
-    result: &Value,
+    result: &DeliveredAnalysis,
     version: &str,
 ) -> Result<()> {
-    let log_date = result["logDate"].as_str();
+    let log_date = result.log_date.as_deref();
     let (year, month) = log_date
         .and_then(|d| {
             let mut parts = d.split('-');
@@ -387,52 +417,51 @@ async fn apply_analysis_result(
          log_date = ?, log_year = ?, log_month = ?, distance = ?, version = ?, \
          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
     )
-    .bind(result["status"].as_str())
-    .bind(result["message"].as_str())
-    .bind(result["analysis"].to_string())
-    .bind(result["fapRegen"].as_bool().unwrap_or(false))
+    .bind(if result.success { "Success" } else { "Failed" })
+    .bind(crate::analysis::message::clip(&result.message))
+    .bind(&result.analysis)
+    .bind(result.fap_regen)
     .bind(log_date.map(|d| format!("{d}T00:00:00.000Z")))
     .bind(year)
     .bind(month)
-    .bind(result["distance"].as_f64())
+    .bind(result.distance)
     .bind(version)
-    .bind(result["analysisId"].as_str())
+    .bind(&result.id)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 /// Applies an `average.result` the way the backend does: upsert by period.
-async fn apply_average_result(conn: &mut sqlx::SqliteConnection, result: &Value) -> Result<()> {
+async fn apply_average_result(
+    conn: &mut sqlx::SqliteConnection,
+    result: &DeliveredAverage,
+) -> Result<()> {
     let updated = sqlx::query(
-        "UPDATE fap_average SET status = ?, message = ?, sha256 = ?, average = ?, \
-         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+        "UPDATE fap_average SET status = 'SUCCESS', message = 'Average calculated successfully.', \
+         sha256 = ?, average = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          WHERE user_id = ? AND type = ? AND year IS ? AND month IS ?",
     )
-    .bind(result["status"].as_str())
-    .bind(result["message"].as_str())
-    .bind(result["analysisSha"].as_str())
-    .bind(result["average"].to_string())
-    .bind(result["userId"].as_str())
-    .bind(result["type"].as_str())
-    .bind(result["year"].as_i64())
-    .bind(result["month"].as_i64())
+    .bind(&result.analysis_sha)
+    .bind(&result.average)
+    .bind(&result.user_id)
+    .bind(&result.kind)
+    .bind(result.year)
+    .bind(result.month)
     .execute(&mut *conn)
     .await?;
     if updated.rows_affected() == 0 {
         sqlx::query(
             "INSERT INTO fap_average (id, user_id, type, year, month, status, message, sha256, average) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, 'SUCCESS', 'Average calculated successfully.', ?, ?)",
         )
         .bind(uuid::Uuid::new_v4().to_string())
-        .bind(result["userId"].as_str())
-        .bind(result["type"].as_str())
-        .bind(result["year"].as_i64())
-        .bind(result["month"].as_i64())
-        .bind(result["status"].as_str())
-        .bind(result["message"].as_str())
-        .bind(result["analysisSha"].as_str())
-        .bind(result["average"].to_string())
+        .bind(&result.user_id)
+        .bind(&result.kind)
+        .bind(result.year)
+        .bind(result.month)
+        .bind(&result.analysis_sha)
+        .bind(&result.average)
         .execute(&mut *conn)
         .await?;
     }

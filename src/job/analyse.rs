@@ -2,8 +2,9 @@
 //! the results into the staged snapshot.
 //!
 //! Each batch of `log_analysis` rows gets the object as sent
-//! (`analysis_json`) and the hash change detection compares
-//! (`result_sha256`), written straight from the columns; then the snapshot
+//! (`analysis_json`), as the backend prints it back (`analysis_jsonb`, the
+//! bytes a group's `analysisSha` hashes) and the hash change detection
+//! compares (`result_sha256`), written straight from the columns; then the snapshot
 //! models (`snapshot_analysis.sql`, `fuel_by_speed_band.sql`) shape the
 //! analyst's tables, planned once and run on each batch. Nothing is held
 //! beyond the batch in flight.
@@ -38,6 +39,9 @@ pub struct Analysed {
     pub failures: BTreeMap<String, usize>,
 }
 
+/// Results gathered per run of the snapshot models.
+const SNAPSHOT_ROWS: usize = 4096;
+
 /// The columns the job adds to `log_analysis` rows.
 fn results_schema(analysis: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = analysis
@@ -46,6 +50,7 @@ fn results_schema(analysis: &SchemaRef) -> SchemaRef {
         .map(|f| f.as_ref().clone())
         .collect();
     fields.push(Field::new("analysis_json", DataType::Utf8, false));
+    fields.push(Field::new("analysis_jsonb", DataType::Utf8, false));
     fields.push(Field::new("result_sha256", DataType::Utf8, false));
     Arc::new(Schema::new(fields))
 }
@@ -123,31 +128,74 @@ pub async fn analyse(
         bytes: logs.bytes(),
         ..Analysed::default()
     };
-    let mut stream = engine.analyse_stream(logs).await?;
-    let schema = stream.schema();
-    let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
-    let writer = AnalysisWriter::new(&schema)?;
-    while let Some(batch) = stream.try_next().await? {
-        let results = with_json(&writer, &batch, &mut analysed)?;
-        for rows in models.run(&models.analysis, &results).await? {
-            staging.write(Table::Analysis, &rows)?;
+    let (analysis_schema, bands_schema) = match parent_schemas(staging) {
+        // Nothing to analyse: no plan to make, the parent has the schemas.
+        Some(schemas) if logs.logs() == 0 => schemas,
+        _ => {
+            let mut stream = engine.analyse_stream(logs).await?;
+            let schema = stream.schema();
+            let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
+            let writer = AnalysisWriter::new(&schema)?;
+            // The engine emits each log as it ends: gather a few thousand
+            // before running the snapshot models, whose every run has a cost.
+            let mut pending: Vec<RecordBatch> = Vec::new();
+            let mut rows = 0;
+            loop {
+                let next = stream.try_next().await?;
+                if let Some(batch) = &next {
+                    rows += batch.num_rows();
+                    pending.push(batch.clone());
+                }
+                if rows < SNAPSHOT_ROWS && next.is_some() {
+                    continue;
+                }
+                if rows > 0 {
+                    let batch = datafusion::arrow::compute::concat_batches(&schema, &pending)?;
+                    pending.clear();
+                    rows = 0;
+                    let results = with_json(&writer, &batch, &mut analysed)?;
+                    for rows in models.run(&models.analysis, &results).await? {
+                        staging.write(Table::Analysis, &rows)?;
+                    }
+                    for rows in models.run(&models.bands, &results).await? {
+                        staging.write(Table::FuelBySpeedBand, &rows)?;
+                    }
+                }
+                if next.is_none() {
+                    break;
+                }
+            }
+            (models.analysis_schema(), models.bands_schema())
         }
-        for rows in models.run(&models.bands, &results).await? {
-            staging.write(Table::FuelBySpeedBand, &rows)?;
-        }
-    }
+    };
     let superseded = Arc::new(plan.superseded.clone());
     staging.close_table(
         Table::Analysis,
-        &models.analysis_schema(),
+        &analysis_schema,
         &keep_unless("analysis_id", superseded.clone()),
     )?;
     staging.close_table(
         Table::FuelBySpeedBand,
-        &models.bands_schema(),
+        &bands_schema,
         &keep_unless("analysis_id", superseded),
     )?;
     Ok(analysed)
+}
+
+/// The schemas of the parent's `analysis` and `fuel_by_speed_band` tables.
+fn parent_schemas(staging: &Staging) -> Option<(SchemaRef, SchemaRef)> {
+    let parent = staging.parent()?;
+    let schema = |table: Table| -> Option<SchemaRef> {
+        let path = (0..super::snapshot::BUCKETS).find_map(|b| parent.file(table, b))?;
+        let file = std::fs::File::open(path).ok()?;
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                file,
+            )
+            .ok()?;
+        Some(reader.schema().clone())
+    };
+    Some((schema(Table::Analysis)?, schema(Table::FuelBySpeedBand)?))
 }
 
 /// `log_analysis` rows plus `analysis_json` and `result_sha256`; the metrics
@@ -159,6 +207,7 @@ fn with_json(
 ) -> Result<RecordBatch, JobError> {
     let rows = batch.num_rows();
     let mut json = StringBuilder::with_capacity(rows, rows * 2048);
+    let mut jsonbs = StringBuilder::with_capacity(rows, rows * 2048);
     let mut hashes = StringBuilder::with_capacity(rows, rows * 64);
     let mut failed = Vec::with_capacity(rows);
     let mut text = String::with_capacity(4096);
@@ -178,6 +227,7 @@ fn with_json(
         writer.write_analysis(batch, row, &mut text);
         writer.write_analysis_jsonb(batch, row, &mut jsonb);
         json.append_value(&text);
+        jsonbs.append_value(&jsonb);
         hashes.append_value(result_hash(
             if success { "Success" } else { "Failed" },
             &jsonb,
@@ -194,6 +244,7 @@ fn with_json(
         }
     }
     columns.push(Arc::new(json.finish()));
+    columns.push(Arc::new(jsonbs.finish()));
     columns.push(Arc::new(hashes.finish()));
     Ok(RecordBatch::try_new(
         results_schema(&batch.schema()),

@@ -19,7 +19,7 @@
 //!   the run fails and the next run sends it again.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -31,7 +31,7 @@ use super::diff::Outgoing;
 use super::snapshot::{self, SnapshotError, Table, read_parquet};
 use crate::analysis::average::GroupKey;
 use crate::analysis::message;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Delivered, DeliveredAnalysis, DeliveredAverage};
 
 /// The two result subjects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,11 +49,13 @@ impl Subject {
     }
 }
 
-/// One result to send: its subject and raw JSON payload (never an envelope).
+/// One result to send: its subject, raw JSON payload (never an envelope),
+/// and what consumers hold once it is delivered.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub subject: Subject,
     pub payload: String,
+    pub record: Delivered,
 }
 
 impl Message {
@@ -90,7 +92,7 @@ pub enum DeliveryError {
 
 /// What a delivery achieved.
 #[derive(Debug, Default)]
-pub struct Delivered {
+pub struct DeliveryReport {
     pub outbox: Option<PathBuf>,
     pub undelivered: usize,
     pub first_error: Option<String>,
@@ -104,9 +106,9 @@ pub async fn deliver(
     snapshot_id: &str,
     outgoing: &Outgoing,
     nats_url: Option<&str>,
-) -> Result<Delivered, DeliveryError> {
+) -> Result<DeliveryReport, DeliveryError> {
     let total = outgoing.analyses.len() + outgoing.averages.len();
-    let mut delivered = Delivered::default();
+    let mut delivered = DeliveryReport::default();
     if total == 0 {
         return Ok(delivered);
     }
@@ -126,11 +128,8 @@ pub async fn deliver(
                 let confirmed = publisher.publish_all(&messages).await;
                 sent += confirmed.ok.len();
                 if catalog.is_embedded() && !confirmed.ok.is_empty() {
-                    let held: Vec<(&str, &str)> = confirmed
-                        .ok
-                        .iter()
-                        .map(|&i| (messages[i].subject.as_str(), messages[i].payload.as_str()))
-                        .collect();
+                    let held: Vec<&Delivered> =
+                        confirmed.ok.iter().map(|&i| &messages[i].record).collect();
                     catalog.apply_results(&held, super::VERSION).await?;
                 }
                 if let Some((_, first)) = confirmed.failed.first() {
@@ -147,8 +146,15 @@ pub async fn deliver(
         }
         None => {
             let path = write_outbox(warehouse, dir, snapshot_id, outgoing)?;
+            // The outbox exists whole: its results are now held.
             if catalog.is_embedded() {
-                apply_outbox(catalog, &path).await?;
+                for bucket in 0..snapshot::BUCKETS {
+                    let messages = bucket_messages(dir, bucket, outgoing)?;
+                    for chunk in messages.chunks(1000) {
+                        let held: Vec<&Delivered> = chunk.iter().map(|m| &m.record).collect();
+                        catalog.apply_results(&held, super::VERSION).await?;
+                    }
+                }
             }
             delivered.outbox = Some(path);
         }
@@ -183,19 +189,37 @@ fn bucket_messages(
                 if !outgoing.analyses.contains(id) {
                     continue;
                 }
+                let success = text(&batch, "status", row) == Some("Success");
+                let record = DeliveredAnalysis {
+                    id: id.to_string(),
+                    success,
+                    message: text(&batch, "message", row).unwrap_or_default().to_string(),
+                    analysis: if success {
+                        text(&batch, "analysis_json", row)
+                            .unwrap_or("{}")
+                            .to_string()
+                    } else {
+                        "{}".to_string()
+                    },
+                    fap_regen: success && boolean(&batch, "fap_regen", row),
+                    log_date: date(&batch, "log_date", row).filter(|_| success),
+                    distance: float(&batch, "overall_distance_km", row)
+                        .filter(|d| success && d.is_finite() && d.abs() < 1e8),
+                };
                 let payload = message::result_payload(
-                    id,
-                    text(&batch, "status", row) == Some("Success"),
-                    text(&batch, "message", row).unwrap_or_default(),
-                    text(&batch, "analysis_json", row).unwrap_or("{}"),
-                    boolean(&batch, "fap_regen", row),
-                    date(&batch, "log_date", row).as_deref(),
-                    float(&batch, "overall_distance_km", row),
+                    &record.id,
+                    record.success,
+                    &record.message,
+                    &record.analysis,
+                    record.fap_regen,
+                    record.log_date.as_deref(),
+                    record.distance,
                 );
                 let user = text(&batch, "user_id", row).unwrap_or_default().to_string();
                 by_user.entry(user).or_default().0.push(Message {
                     subject: Subject::AnalysisResult,
                     payload,
+                    record: Delivered::Analysis(record),
                 });
             }
         }
@@ -218,11 +242,19 @@ fn bucket_messages(
                 if !outgoing.averages.contains(&key) {
                     continue;
                 }
-                let payload = message::average_payload(
-                    &key,
-                    text(&batch, "analysis_sha", row).unwrap_or_default(),
-                    text(&batch, "average_json", row).unwrap_or("{}"),
-                );
+                let record = DeliveredAverage {
+                    user_id: key.user_id.clone(),
+                    kind: key.kind.clone(),
+                    year: key.year,
+                    month: key.month,
+                    analysis_sha: text(&batch, "analysis_sha", row)
+                        .unwrap_or_default()
+                        .to_string(),
+                    average: text(&batch, "average_json", row)
+                        .unwrap_or("{}")
+                        .to_string(),
+                };
+                let payload = message::average_payload(&key, &record.analysis_sha, &record.average);
                 by_user
                     .entry(key.user_id.clone())
                     .or_default()
@@ -230,6 +262,7 @@ fn bucket_messages(
                     .push(Message {
                         subject: Subject::AverageResult,
                         payload,
+                        record: Delivered::Average(record),
                     });
             }
         }
@@ -314,41 +347,6 @@ fn write_outbox(
     std::fs::rename(&tmp, &path).map_err(err)?;
     snapshot::sync_dir(&outbox);
     Ok(path)
-}
-
-/// Records an outbox's results in the embedded catalog, a thousand at a time.
-async fn apply_outbox(catalog: &Catalog, path: &Path) -> Result<(), DeliveryError> {
-    let file = std::fs::File::open(path).map_err(|source| DeliveryError::Outbox {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut chunk: Vec<(String, String)> = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|source| DeliveryError::Outbox {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        let subject = value["subject"].as_str().unwrap_or_default().to_string();
-        chunk.push((subject, value["payload"].to_string()));
-        if chunk.len() == 1000 {
-            apply(catalog, &chunk).await?;
-            chunk.clear();
-        }
-    }
-    apply(catalog, &chunk).await
-}
-
-async fn apply(catalog: &Catalog, chunk: &[(String, String)]) -> Result<(), DeliveryError> {
-    if chunk.is_empty() {
-        return Ok(());
-    }
-    let held: Vec<(&str, &str)> = chunk
-        .iter()
-        .map(|(s, p)| (s.as_str(), p.as_str()))
-        .collect();
-    catalog.apply_results(&held, super::VERSION).await?;
-    Ok(())
 }
 
 /// Delivery over NATS, as the backend listens (core NATS, raw JSON

@@ -130,10 +130,31 @@ pub async fn group(
             .or_default()
             .push(user);
     }
-    for bucket in buckets.keys() {
-        let analysis = read_users(staging.file(Table::Analysis, *bucket), changed)?;
-        let bands = read_users(staging.file(Table::FuelBySpeedBand, *bucket), changed)?;
-        // Membership (SQL), plus the held objects of this bucket's users.
+    // Buckets are averaged a chunk at a time: enough analyses to amortize
+    // each run of the plans, few enough to bound memory.
+    let bucket_list: Vec<usize> = buckets.keys().copied().collect();
+    let mut chunk_start = 0;
+    while chunk_start < bucket_list.len() {
+        let mut analysis = Vec::new();
+        let mut bands = Vec::new();
+        let mut chunk = Vec::new();
+        let mut rows = 0;
+        while chunk_start < bucket_list.len() && (chunk.is_empty() || rows < CHUNK_ANALYSES) {
+            let bucket = bucket_list[chunk_start];
+            chunk_start += 1;
+            let bucket_analysis = read_users(staging.file(Table::Analysis, bucket), changed)?;
+            rows += bucket_analysis
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>();
+            analysis.extend(bucket_analysis);
+            bands.extend(read_users(
+                staging.file(Table::FuelBySpeedBand, bucket),
+                changed,
+            )?);
+            chunk.push(bucket);
+        }
+        // Membership (SQL), plus the held objects of this chunk's users.
         let keys = membership.run(&membership.keys, &analysis, &bands).await?;
         let members = membership
             .run(&membership.members, &analysis, &bands)
@@ -149,7 +170,7 @@ pub async fn group(
                 continue;
             };
             let user = plan.catalog.get(row, col::USER_ID);
-            if snapshot::bucket(user) != *bucket {
+            if !chunk.contains(&snapshot::bucket(user)) {
                 continue;
             }
             let date = object["overall"]["date"]["date"].as_str();
@@ -196,6 +217,9 @@ pub async fn group(
     )?;
     Ok(grouped)
 }
+
+/// Analyses averaged per run of the plans, at most (about).
+const CHUNK_ANALYSES: usize = 20_000;
 
 /// `batches` with the columns of `schema`, taken by name and cast (a column
 /// they lack is null).
@@ -279,10 +303,9 @@ fn group_shas(
     let mut jsonb_of: HashMap<String, String> = HashMap::new();
     for batch in analysis {
         let ids = string_column(batch, "analysis_id")?;
-        let json = string_column(batch, "analysis_json")?;
+        let jsonb = string_column(batch, "analysis_jsonb")?;
         for row in 0..batch.num_rows() {
-            let value: Value = serde_json::from_str(json.value(row)).unwrap_or(Value::Null);
-            jsonb_of.insert(ids.value(row).to_string(), jsonb::to_string(&value));
+            jsonb_of.insert(ids.value(row).to_string(), jsonb.value(row).to_string());
         }
     }
     for (_, id, value) in held {

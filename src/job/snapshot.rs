@@ -29,7 +29,7 @@ use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -331,7 +331,7 @@ impl Staging {
             let path = dir.join(file_name(bucket));
             let file = File::create(&path).map_err(io(&path))?;
             let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(65_536))
                 .build();
             let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
