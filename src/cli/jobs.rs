@@ -256,8 +256,8 @@ pub async fn snapshots(
                 ListFormat::Table => {
                     writeln!(
                         out,
-                        "  {:<24} {:<20} {:>7} {:>7} {:>10} {:>10}  {}",
-                        "id", "finished (UTC)", "logs", "failed", "size MB", "new MB", "algorithm"
+                        "  {:<24} {:<20} {:>7} {:>7} {:>10} {:>10}  algorithm",
+                        "id", "finished (UTC)", "logs", "failed", "size MB", "new MB"
                     )?;
                     for s in all {
                         let mark = if s.latest {

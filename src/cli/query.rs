@@ -405,13 +405,22 @@ pub fn write_batches(
 /// The widest a table cell is shown.
 const MAX_CELL: usize = 40;
 
-fn cells(
-    batches: &[RecordBatch],
-    limit: usize,
-) -> Result<(Vec<String>, Vec<bool>, Vec<Vec<String>>)> {
+/// Results as text: column names, whether each is numeric (right-aligned),
+/// and the formatted rows.
+struct Cells {
+    names: Vec<String>,
+    numeric: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+fn cells(batches: &[RecordBatch], limit: usize) -> Result<Cells> {
     let options = FormatOptions::default().with_null("NULL");
     let Some(first) = batches.first() else {
-        return Ok((Vec::new(), Vec::new(), Vec::new()));
+        return Ok(Cells {
+            names: Vec::new(),
+            numeric: Vec::new(),
+            rows: Vec::new(),
+        });
     };
     let schema = first.schema();
     let names = schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -439,7 +448,11 @@ fn cells(
             );
         }
     }
-    Ok((names, numeric, rows))
+    Ok(Cells {
+        names,
+        numeric,
+        rows,
+    })
 }
 
 fn cut(text: &str) -> String {
@@ -457,7 +470,11 @@ fn cut(text: &str) -> String {
 
 fn write_table(batches: &[RecordBatch], maxrows: usize, out: &mut impl Write) -> Result<()> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let (names, numeric, rows) = cells(batches, maxrows)?;
+    let Cells {
+        names,
+        numeric,
+        rows,
+    } = cells(batches, maxrows)?;
     if names.is_empty() {
         writeln!(out, "(no columns)")?;
         return Ok(());
@@ -517,7 +534,11 @@ fn write_table(batches: &[RecordBatch], maxrows: usize, out: &mut impl Write) ->
 }
 
 fn write_markdown(batches: &[RecordBatch], out: &mut impl Write) -> Result<()> {
-    let (names, numeric, rows) = cells(batches, 0)?;
+    let Cells {
+        names,
+        numeric,
+        rows,
+    } = cells(batches, 0)?;
     if names.is_empty() {
         return Ok(());
     }

@@ -236,7 +236,7 @@ async fn regression_a_server_restart_during_delivery_loses_nothing_over_two_runs
 
     let wh = s.warehouse();
     let url = server.url();
-    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_fap-warehouse"))
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_fap-warehouse"))
         .args(["--warehouse", &wh, "--nats", &url, "run"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
