@@ -349,20 +349,39 @@ impl Catalog {
     }
 
     /// Records delivered results as consumers hold them, the way the backend
-    /// applies them, in one transaction (embedded only).
+    /// applies them, in one transaction (embedded only). Rows go a few
+    /// hundred per statement: one statement per result costs more than the
+    /// analysis of its log.
     pub async fn apply_results(&self, results: &[&Delivered], version: &str) -> Result<()> {
         let pool = self.embedded()?;
+        let analyses: Vec<&DeliveredAnalysis> = results
+            .iter()
+            .filter_map(|r| match r {
+                Delivered::Analysis(a) => Some(a),
+                Delivered::Average(_) => None,
+            })
+            .collect();
+        let averages: Vec<&DeliveredAverage> = results
+            .iter()
+            .filter_map(|r| match r {
+                Delivered::Average(a) => Some(a),
+                Delivered::Analysis(_) => None,
+            })
+            .collect();
         let mut tx = pool.begin().await?;
-        for result in results {
-            match result {
-                Delivered::Analysis(a) => apply_analysis_result(&mut tx, a, version).await?,
-                Delivered::Average(a) => apply_average_result(&mut tx, a).await?,
-            }
+        for chunk in analyses.chunks(ROWS_PER_STATEMENT) {
+            apply_analysis_results(&mut tx, chunk, version).await?;
+        }
+        for chunk in averages.chunks(ROWS_PER_STATEMENT) {
+            apply_average_results(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 }
+
+/// Rows per multi-row statement (SQLite allows 32766 parameters).
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// A result as consumers hold it once delivered.
 #[derive(Debug, Clone, PartialEq)]
@@ -396,75 +415,76 @@ pub struct DeliveredAverage {
     pub average: String,
 }
 
-/// Applies an `analysis.result` the way the backend does.
-async fn apply_analysis_result(
+/// Applies `analysis.result`s the way the backend does.
+async fn apply_analysis_results(
     conn: &mut sqlx::SqliteConnection,
-    result: &DeliveredAnalysis,
+    results: &[&DeliveredAnalysis],
     version: &str,
 ) -> Result<()> {
-    let log_date = result.log_date.as_deref();
-    let (year, month) = log_date
-        .and_then(|d| {
-            let mut parts = d.split('-');
-            Some((
-                parts.next()?.parse::<i64>().ok()?,
-                parts.next()?.parse::<i64>().ok()?,
-            ))
-        })
-        .unzip();
-    sqlx::query(
-        "UPDATE fap_analysis SET status = ?, message = ?, analysis = ?, fap_regen = ?, \
-         log_date = ?, log_year = ?, log_month = ?, distance = ?, version = ?, \
-         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
-    )
-    .bind(if result.success { "Success" } else { "Failed" })
-    .bind(crate::analysis::message::clip(&result.message))
-    .bind(&result.analysis)
-    .bind(result.fap_regen)
-    .bind(log_date.map(|d| format!("{d}T00:00:00.000Z")))
-    .bind(year)
-    .bind(month)
-    .bind(result.distance)
-    .bind(version)
-    .bind(&result.id)
-    .execute(&mut *conn)
-    .await?;
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "WITH v (id, status, message, analysis, fap_regen, log_date, log_year, log_month, distance) AS (",
+    );
+    query.push_values(results, |mut row, result| {
+        let log_date = result.log_date.as_deref();
+        let (year, month) = log_date
+            .and_then(|d| {
+                let mut parts = d.split('-');
+                Some((
+                    parts.next()?.parse::<i64>().ok()?,
+                    parts.next()?.parse::<i64>().ok()?,
+                ))
+            })
+            .unzip();
+        row.push_bind(result.id.as_str())
+            .push_bind(if result.success { "Success" } else { "Failed" })
+            .push_bind(crate::analysis::message::clip(&result.message))
+            .push_bind(result.analysis.as_str())
+            .push_bind(result.fap_regen)
+            .push_bind(log_date.map(|d| format!("{d}T00:00:00.000Z")))
+            .push_bind(year)
+            .push_bind(month)
+            .push_bind(result.distance);
+    });
+    query
+        .push(
+            ") UPDATE fap_analysis SET status = v.status, message = v.message, \
+             analysis = v.analysis, fap_regen = v.fap_regen, log_date = v.log_date, \
+             log_year = v.log_year, log_month = v.log_month, distance = v.distance, version = ",
+        )
+        .push_bind(version)
+        .push(
+            ", updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             FROM v WHERE fap_analysis.id = v.id",
+        );
+    query.build().execute(&mut *conn).await?;
     Ok(())
 }
 
-/// Applies an `average.result` the way the backend does: upsert by period.
-async fn apply_average_result(
+/// Applies `average.result`s the way the backend does: upsert by period.
+async fn apply_average_results(
     conn: &mut sqlx::SqliteConnection,
-    result: &DeliveredAverage,
+    results: &[&DeliveredAverage],
 ) -> Result<()> {
-    let updated = sqlx::query(
-        "UPDATE fap_average SET status = 'SUCCESS', message = 'Average calculated successfully.', \
-         sha256 = ?, average = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         WHERE user_id = ? AND type = ? AND year IS ? AND month IS ?",
-    )
-    .bind(&result.analysis_sha)
-    .bind(&result.average)
-    .bind(&result.user_id)
-    .bind(&result.kind)
-    .bind(result.year)
-    .bind(result.month)
-    .execute(&mut *conn)
-    .await?;
-    if updated.rows_affected() == 0 {
-        sqlx::query(
-            "INSERT INTO fap_average (id, user_id, type, year, month, status, message, sha256, average) \
-             VALUES (?, ?, ?, ?, ?, 'SUCCESS', 'Average calculated successfully.', ?, ?)",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(&result.user_id)
-        .bind(&result.kind)
-        .bind(result.year)
-        .bind(result.month)
-        .bind(&result.analysis_sha)
-        .bind(&result.average)
-        .execute(&mut *conn)
-        .await?;
-    }
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO fap_average (id, user_id, type, year, month, status, message, sha256, average) ",
+    );
+    query.push_values(results, |mut row, result| {
+        row.push_bind(uuid::Uuid::new_v4().to_string())
+            .push_bind(result.user_id.as_str())
+            .push_bind(result.kind.as_str())
+            .push_bind(result.year)
+            .push_bind(result.month)
+            .push("'SUCCESS'")
+            .push("'Average calculated successfully.'")
+            .push_bind(result.analysis_sha.as_str())
+            .push_bind(result.average.as_str());
+    });
+    query.push(
+        " ON CONFLICT (user_id, type, COALESCE(year, 0), COALESCE(month, 0)) DO UPDATE SET \
+         status = excluded.status, message = excluded.message, sha256 = excluded.sha256, \
+         average = excluded.average, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    );
+    query.build().execute(&mut *conn).await?;
     Ok(())
 }
 

@@ -187,13 +187,7 @@ fn parent_schemas(staging: &Staging) -> Option<(SchemaRef, SchemaRef)> {
     let parent = staging.parent()?;
     let schema = |table: Table| -> Option<SchemaRef> {
         let path = (0..super::snapshot::BUCKETS).find_map(|b| parent.file(table, b))?;
-        let file = std::fs::File::open(path).ok()?;
-        let reader =
-            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                file,
-            )
-            .ok()?;
-        Some(reader.schema().clone())
+        super::snapshot::parquet_schema(&path).ok()
     };
     Some((schema(Table::Analysis)?, schema(Table::FuelBySpeedBand)?))
 }

@@ -146,6 +146,7 @@ pub async fn deliver(
         }
         None => {
             let path = write_outbox(warehouse, dir, snapshot_id, outgoing)?;
+            tracing::debug!(path = %path.display(), "outbox written");
             // The outbox exists whole: its results are now held.
             if catalog.is_embedded() {
                 for bucket in 0..snapshot::BUCKETS {

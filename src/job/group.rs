@@ -102,7 +102,14 @@ pub async fn group(
     plan: &RunPlan,
     staging: &mut Staging,
 ) -> Result<Grouped, JobError> {
-    let analysis_schema = table_schema(staging, Table::Analysis)?;
+    // Averages never read the object as sent: leave its column on disk.
+    let analysis_schema = without(&table_schema(staging, Table::Analysis)?, "analysis_json");
+    let analysis_columns: Vec<String> = analysis_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let analysis_columns: Vec<&str> = analysis_columns.iter().map(String::as_str).collect();
     let bands_schema = table_schema(staging, Table::FuelBySpeedBand)?;
     let membership =
         Membership::prepare(engine, analysis_schema, bands_schema, &plan.catalog).await?;
@@ -142,7 +149,11 @@ pub async fn group(
         while chunk_start < bucket_list.len() && (chunk.is_empty() || rows < CHUNK_ANALYSES) {
             let bucket = bucket_list[chunk_start];
             chunk_start += 1;
-            let bucket_analysis = read_users(staging.file(Table::Analysis, bucket), changed)?;
+            let bucket_analysis = read_users(
+                staging.file(Table::Analysis, bucket),
+                Some(&analysis_columns),
+                changed,
+            )?;
             rows += bucket_analysis
                 .iter()
                 .map(RecordBatch::num_rows)
@@ -150,6 +161,7 @@ pub async fn group(
             analysis.extend(bucket_analysis);
             bands.extend(read_users(
                 staging.file(Table::FuelBySpeedBand, bucket),
+                None,
                 changed,
             )?);
             chunk.push(bucket);
@@ -251,31 +263,36 @@ fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBa
 
 /// The schema `table` was written with (read back from its staged files).
 fn table_schema(staging: &Staging, table: Table) -> Result<SchemaRef, JobError> {
-    for bucket in 0..snapshot::BUCKETS {
-        if let Some(path) = staging.file(table, bucket) {
-            let file = std::fs::File::open(&path)
-                .map_err(|e| snapshot::SnapshotError::Io { path, source: e })?;
-            let reader =
-                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                    file,
-                )
-                .map_err(snapshot::SnapshotError::from)?;
-            return Ok(reader.schema().clone());
-        }
-    }
-    Err(snapshot::SnapshotError::Missing(format!("staged table {}", table.name())).into())
+    let path = (0..snapshot::BUCKETS)
+        .find_map(|bucket| staging.file(table, bucket))
+        .ok_or_else(|| {
+            snapshot::SnapshotError::Missing(format!("staged table {}", table.name()))
+        })?;
+    Ok(snapshot::parquet_schema(&path)?)
+}
+
+/// `schema` without the field `name`.
+fn without(schema: &SchemaRef, name: &str) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != name)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The rows of a staged bucket file that belong to `users`.
 fn read_users(
     path: Option<std::path::PathBuf>,
+    columns: Option<&[&str]>,
     users: &HashSet<String>,
 ) -> Result<Vec<RecordBatch>, JobError> {
     let Some(path) = path else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for batch in read_parquet(&path, None)? {
+    for batch in read_parquet(&path, columns)? {
         let ids = batch
             .column_by_name("user_id")
             .and_then(|c| c.as_string_opt::<i32>())

@@ -211,6 +211,7 @@ async fn run_stages(
     summary: &mut RunSummary,
 ) -> Result<(), JobError> {
     let started_at = chrono::Utc::now();
+    tracing::debug!("run started");
     let mut durations = serde_json::Map::new();
     let mut timed = |name: &str, since: Instant| {
         durations.insert(
@@ -282,6 +283,7 @@ async fn run_stages(
     let grouped = group::group(engine, catalog, &plan, &mut staging).await?;
     summary.groups_recomputed = grouped.recomputed;
     timed("group", t);
+    tracing::debug!(recomputed = grouped.recomputed, "groups averaged");
 
     // 4. What consumers lack.
     let t = Instant::now();
@@ -293,6 +295,7 @@ async fn run_stages(
     summary.analysis_messages = outgoing.analyses.len();
     summary.average_messages = outgoing.averages.len();
     timed("diff", t);
+    tracing::debug!("changes found");
 
     // 5. Snapshot (an experiment gets its change report).
     let parent_dir = plan.parent.as_ref().map(|p| p.dir.clone());
@@ -348,6 +351,7 @@ async fn run_stages(
     }
 
     // 6. Deliver, then record what consumers now hold: only what was confirmed.
+    let t = Instant::now();
     lock.check().await?;
     let delivered = deliver::deliver(
         catalog,
@@ -360,6 +364,12 @@ async fn run_stages(
     .await?;
     summary.outbox = delivered.outbox;
     summary.undelivered = delivered.undelivered;
+    tracing::info!(
+        messages = summary.analysis_messages + summary.average_messages,
+        undelivered = summary.undelivered,
+        seconds = t.elapsed().as_secs_f64(),
+        "results delivered"
+    );
     if let Some(first) = delivered.first_error {
         return Err(DeliveryError::Undelivered {
             failed: delivered.undelivered,

@@ -161,8 +161,10 @@ impl Parent {
 
 /// Reads a Parquet file, optionally only some columns (by name).
 pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(io(path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    // One read of the (bucket-sized) file: a `File` reader reopens and
+    // seeks it for every column chunk.
+    let bytes = bytes::Bytes::from(std::fs::read(path).map_err(io(path))?);
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
     let builder = match columns {
         Some(columns) => {
             let schema = builder.schema().clone();
@@ -183,6 +185,14 @@ pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordB
         .build()?
         .map(|b| b.map_err(SnapshotError::from))
         .collect()
+}
+
+/// The Arrow schema a Parquet file was written with (its footer only).
+pub fn parquet_schema(path: &Path) -> Result<SchemaRef> {
+    let file = File::open(path).map_err(io(path))?;
+    Ok(ParquetRecordBatchReaderBuilder::try_new(file)?
+        .schema()
+        .clone())
 }
 
 fn read_manifest(dir: &Path) -> Result<Value> {
