@@ -12,21 +12,44 @@ use serde_json::{Value, json};
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
-fn worker(volume: &std::path::Path, group: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_fap-warehouse"))
-        .args([
-            "--nats",
-            NATS,
-            "--volume",
-            volume.to_str().expect("utf8"),
-            "serve",
-            "--queue-group",
-            group,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts")
+/// A worker process, killed if the test fails before stopping it.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(volume: &std::path::Path, group: &str) -> Worker {
+    Worker(
+        Command::new(env!("CARGO_BIN_EXE_fap-warehouse"))
+            .args([
+                "--nats",
+                NATS,
+                "--volume",
+                volume.to_str().expect("utf8"),
+                "serve",
+                "--queue-group",
+                group,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    )
+}
+
+/// Peak resident memory of a process, in MiB (Linux).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        / 1024
 }
 
 /// Collects results on `sub` until `quiet` passes with nothing new.
@@ -172,10 +195,116 @@ async fn the_live_worker_answers_like_the_old_service() {
     );
     assert_eq!(answer["analysisSha"], "f".repeat(64).as_str());
 
+    // Requests arriving together go through one plan, each answered as
+    // `analyze` answers it: several logs, one of them broken.
+    let mut batch_expected = Vec::new();
+    let more = fap_warehouse::cli::gen_logs(&dir.path().join("more"), 4, 20_000, 43).expect("logs");
+    for (i, path) in more.iter().enumerate() {
+        let other = uuid::Uuid::new_v4().to_string();
+        let target = volume.join(format!("{other}.csv"));
+        if i == 3 {
+            std::fs::write(&target, "Date;Time;Speed\nnot;a;log\n").expect("broken log");
+        } else {
+            std::fs::copy(path, &target).expect("copy log");
+        }
+        let (_, stdout, _) =
+            crate::common::run_bin(&["analyze", target.to_str().expect("utf8")], None);
+        batch_expected.push((
+            other,
+            serde_json::from_str::<Value>(&stdout).expect("analyze JSON"),
+        ));
+    }
+    for (other, _) in &batch_expected {
+        client
+            .publish("analysis.request", request(other).into())
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let got = collect(&mut results, Duration::from_secs(3)).await;
+    for (other, want) in &batch_expected {
+        let answers: Vec<&Value> = got
+            .iter()
+            .filter(|r| r["analysisId"] == other.as_str())
+            .collect();
+        assert_eq!(
+            answers,
+            vec![want],
+            "a batched answer equals analyze for {other}"
+        );
+    }
+    assert_eq!(batch_expected[3].1["status"], "Failed");
+
+    // Regression: a FIFO named like a log fails its own request, quickly,
+    // and blocks nobody (it used to hang a runtime worker).
+    let fifo_id = uuid::Uuid::new_v4().to_string();
+    let fifo = volume.join(format!("{fifo_id}.csv"));
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let sent = Instant::now();
+    for name in [fifo_id.as_str(), id.as_str()] {
+        client
+            .publish("analysis.request", request(name).into())
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let got = collect(&mut results, Duration::from_secs(3)).await;
+    let fifo_answer = got
+        .iter()
+        .find(|r| r["analysisId"] == fifo_id.as_str())
+        .expect("the FIFO request is answered");
+    assert_eq!(fifo_answer["status"], "Failed");
+    assert!(
+        fifo_answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("regular file"),
+        "{fifo_answer}"
+    );
+    assert!(
+        got.iter().any(|r| ours(r) && r == &expected),
+        "others still answered"
+    );
+    assert!(sent.elapsed() < Duration::from_secs(10));
+
+    // Regression: an 850 KB average.request (hundreds of analyses) is
+    // answered without holding hundreds of MB (it took ~650 MB).
+    let members: Vec<Value> = std::iter::repeat_n(expected["analysis"].clone(), 650).collect();
+    let large =
+        json!({"pattern": "average.request", "data": {"userId": "u-large", "type": "OVERALL",
+        "year": null, "month": null, "analysisSha": "e".repeat(64), "analysis": members}})
+        .to_string();
+    assert!(large.len() > 800_000, "{} bytes", large.len());
+    client
+        .publish("average.request", large.into())
+        .await
+        .expect("publish");
+    client.flush().await.expect("flush");
+    let got = collect(&mut average_results, Duration::from_secs(5)).await;
+    let answer = got
+        .iter()
+        .find(|r| r["userId"] == "u-large")
+        .expect("large average answered");
+    assert_eq!(answer["status"], "SUCCESS");
+    let distance = |v: &Value| v["overall"]["distance_km"].as_f64().expect("a distance");
+    assert!(
+        (distance(&answer["average"]) - distance(&expected["analysis"])).abs() < 0.05,
+        "the average of 650 copies is the copy: {}",
+        answer["average"]["overall"]
+    );
+    for w in &workers {
+        let peak = peak_rss_mib(w.0.id());
+        assert!(peak < 300, "a worker peaked at {peak} MiB");
+    }
+
     // SIGTERM: both workers finish and exit 0.
     for w in &workers {
         let status = Command::new("kill")
-            .args(["-TERM", &w.id().to_string()])
+            .args(["-TERM", &w.0.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
@@ -183,7 +312,7 @@ async fn the_live_worker_answers_like_the_old_service() {
     for w in &mut workers {
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
-            if let Some(status) = w.try_wait().expect("wait") {
+            if let Some(status) = w.0.try_wait().expect("wait") {
                 break status;
             }
             assert!(Instant::now() < deadline, "worker did not stop on SIGTERM");
