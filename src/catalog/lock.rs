@@ -18,8 +18,10 @@ use sqlx::Connection;
 
 use super::Catalog;
 
-/// The advisory lock's key: `hashtext('fap-warehouse:run')`.
-const KEY: &str = "fap-warehouse:run";
+/// The advisory lock's key: `hashtext('fap-warehouse:run:<state schema>')`.
+pub fn advisory_key(state: &super::StateSchema) -> String {
+    format!("fap-warehouse:run:{state}")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -34,8 +36,14 @@ pub enum LockError {
 /// A held run lock; released when dropped (or when the process exits).
 #[derive(Debug)]
 pub enum RunLock {
-    File { file: std::fs::File, path: PathBuf },
-    Postgres(tokio::sync::Mutex<sqlx::PgConnection>),
+    File {
+        file: std::fs::File,
+        path: PathBuf,
+    },
+    Postgres {
+        conn: tokio::sync::Mutex<sqlx::PgConnection>,
+        key: String,
+    },
 }
 
 impl RunLock {
@@ -44,17 +52,26 @@ impl RunLock {
     pub async fn try_take(catalog: &Catalog, warehouse: &Path) -> Result<Option<Self>, LockError> {
         let take = |e: &dyn std::fmt::Display| LockError::Take(e.to_string());
         match catalog {
-            Catalog::Postgres(pool) => {
-                let options = pool.connect_options();
+            Catalog::Postgres(pool, state) => {
+                // A session of its own, named for whoever reads pg_stat_activity.
+                let options = pool
+                    .connect_options()
+                    .as_ref()
+                    .clone()
+                    .application_name("fap-warehouse run lock");
                 let mut conn = sqlx::PgConnection::connect_with(&options)
                     .await
                     .map_err(|e| take(&e))?;
+                let key = advisory_key(state);
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-                    .bind(KEY)
+                    .bind(&key)
                     .fetch_one(&mut conn)
                     .await
                     .map_err(|e| take(&e))?;
-                Ok(got.then(|| Self::Postgres(tokio::sync::Mutex::new(conn))))
+                Ok(got.then(|| Self::Postgres {
+                    conn: tokio::sync::Mutex::new(conn),
+                    key,
+                }))
             }
             Catalog::Sqlite(_) => {
                 let path = match catalog.embedded_path() {
@@ -88,7 +105,7 @@ impl RunLock {
     pub async fn check(&self) -> Result<(), LockError> {
         match self {
             Self::File { .. } => Ok(()),
-            Self::Postgres(conn) => {
+            Self::Postgres { conn, key } => {
                 let mut conn = conn.lock().await;
                 let held = tokio::time::timeout(
                     std::time::Duration::from_secs(10),
@@ -97,7 +114,7 @@ impl RunLock {
                          AND pid = pg_backend_pid() AND granted \
                          AND objid = (hashtext($1)::bigint & 4294967295)::oid)",
                     )
-                    .bind(KEY)
+                    .bind(key)
                     .fetch_one(&mut *conn),
                 )
                 .await;
@@ -119,7 +136,7 @@ impl RunLock {
     pub fn describe(&self) -> String {
         match self {
             Self::File { path, .. } => path.display().to_string(),
-            Self::Postgres(_) => "PostgreSQL advisory lock".into(),
+            Self::Postgres { key, .. } => format!("PostgreSQL advisory lock {key:?}"),
         }
     }
 }

@@ -128,16 +128,60 @@ pub struct CatalogAverage {
     pub sha256: Option<String>,
 }
 
-/// The catalog, embedded or the backend's.
+/// fap-warehouse's own schema in the backend's database: its run records,
+/// and the identity its run lock is keyed by. One per deployment; a second
+/// one (another environment on the same database) runs independently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSchema(String);
+
+impl StateSchema {
+    pub const DEFAULT: &'static str = "fap_warehouse";
+
+    /// A plain lower-case SQL identifier, so it can be written into SQL.
+    pub fn parse(name: &str) -> Result<Self> {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if valid {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(CatalogError::Invalid(format!(
+                "state schema {name:?}: use lower-case letters, digits and _ (at most 63)"
+            )))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for StateSchema {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_string())
+    }
+}
+
+impl std::fmt::Display for StateSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The catalog, embedded or the backend's (with fap-warehouse's own schema).
 #[derive(Debug, Clone)]
 pub enum Catalog {
     Sqlite(SqlitePool),
-    Postgres(PgPool),
+    Postgres(PgPool, StateSchema),
 }
 
 impl Catalog {
-    /// Connects; an embedded SQLite catalog is created (with its tables) on first use.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// Connects; an embedded SQLite catalog is created (with its tables) on
+    /// first use; with PostgreSQL, `state` is created if missing and migrated.
+    pub async fn connect(url: &str, state: &StateSchema) -> Result<Self> {
         let connect_err = |source| CatalogError::Connect {
             url: redact(url),
             source,
@@ -164,11 +208,12 @@ impl Catalog {
                 .connect(url)
                 .await
                 .map_err(connect_err)?;
-            ensure_own_schema(&pool).await?;
-            own_state_migrator().run(&pool).await.map_err(|e| {
-                CatalogError::Invalid(format!("migrating fap_warehouse schema: {e}"))
-            })?;
-            Ok(Self::Postgres(pool))
+            ensure_own_schema(&pool, state).await?;
+            own_state_migrator(state)
+                .run(&pool)
+                .await
+                .map_err(|e| CatalogError::Invalid(format!("migrating the {state} schema: {e}")))?;
+            Ok(Self::Postgres(pool, state.clone()))
         } else {
             Err(CatalogError::Scheme(redact(url)))
         }
@@ -193,7 +238,7 @@ impl Catalog {
                     rows.push(index_row(&row)?);
                 }
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, _) => {
                 let mut stream = sqlx::query(PG).fetch(pool);
                 while let Some(row) = stream.try_next().await? {
                     rows.push(index_row(&row)?);
@@ -215,7 +260,7 @@ impl Catalog {
                         .fetch_optional(pool)
                         .await?
                 }
-                Self::Postgres(pool) => {
+                Self::Postgres(pool, _) => {
                     sqlx::query_scalar(
                         "SELECT analysis::text FROM fap_analysis WHERE id::text = $1 AND status = 'Success'",
                     )
@@ -242,7 +287,7 @@ impl Catalog {
                     .fetch_all(pool)
                     .await?
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, _) => {
                 sqlx::query_as("SELECT id::text, email::text FROM users")
                     .fetch_all(pool)
                     .await?
@@ -263,7 +308,7 @@ impl Catalog {
                 .into_iter()
                 .map(average_row)
                 .collect(),
-            Self::Postgres(pool) => sqlx::query(PG)
+            Self::Postgres(pool, _) => sqlx::query(PG)
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -275,7 +320,7 @@ impl Catalog {
     fn embedded(&self) -> Result<&SqlitePool> {
         match self {
             Self::Sqlite(pool) => Ok(pool),
-            Self::Postgres(_) => Err(CatalogError::Invalid(
+            Self::Postgres(..) => Err(CatalogError::Invalid(
                 "the backend's PostgreSQL is read only for fap-warehouse: uploads go through the backend".into(),
             )),
         }
@@ -344,7 +389,7 @@ impl Catalog {
     pub fn embedded_path(&self) -> Option<std::path::PathBuf> {
         match self {
             Self::Sqlite(pool) => Some(pool.connect_options().get_filename().to_path_buf()),
-            Self::Postgres(_) => None,
+            Self::Postgres(..) => None,
         }
     }
 
@@ -492,36 +537,37 @@ async fn apply_average_results(
 /// checks the database's CREATE right before it looks for an existing
 /// schema, so `CREATE SCHEMA IF NOT EXISTS` fails for a role that only owns
 /// the schema: look first.
-async fn ensure_own_schema(pool: &PgPool) -> Result<()> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'fap_warehouse')",
-    )
-    .fetch_one(pool)
-    .await?;
+async fn ensure_own_schema(pool: &PgPool, state: &StateSchema) -> Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(state.name())
+            .fetch_one(pool)
+            .await?;
     if !exists {
-        sqlx::query("CREATE SCHEMA fap_warehouse")
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {state}")))
             .execute(pool)
             .await
             .map_err(|e| {
                 CatalogError::Invalid(format!(
-                    "the schema fap_warehouse does not exist and cannot be created ({e}); \
-                     create it once for this role: CREATE SCHEMA fap_warehouse AUTHORIZATION <role>"
+                    "the schema {state} does not exist and cannot be created ({e}); \
+                     create it once for this role: CREATE SCHEMA {state} AUTHORIZATION <role>"
                 ))
             })?;
     }
     Ok(())
 }
 
-/// The migrations of fap-warehouse's own schema (`fap_warehouse`).
-fn own_state_migrator() -> Migrator {
+/// The migrations of fap-warehouse's own schema.
+fn own_state_migrator(state: &StateSchema) -> Migrator {
+    let sql = include_str!("pg_state.sql").replace("fap_warehouse.", &format!("{state}."));
     let mut migrator = Migrator::with_migrations(vec![Migration::new(
         1,
         "run records".into(),
         MigrationType::Simple,
-        include_str!("pg_state.sql").into_sql_str(),
+        sqlx::AssertSqlSafe(sql).into_sql_str(),
         false,
     )]);
-    migrator.dangerous_set_table_name("fap_warehouse._sqlx_migrations");
+    migrator.dangerous_set_table_name(format!("{state}._sqlx_migrations"));
     migrator
 }
 
@@ -546,19 +592,21 @@ impl Catalog {
     /// The caller holds the run lock, so a `running` row left by an earlier
     /// run is a run that died: it is marked `abandoned`.
     pub async fn record_run_start(&self, id: &str) -> Result<()> {
-        if let Self::Postgres(pool) = self {
-            let abandoned = sqlx::query(
-                "UPDATE fap_warehouse.runs SET status = 'abandoned', finished_at = now(), \
+        if let Self::Postgres(pool, state) = self {
+            let abandoned = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {state}.runs SET status = 'abandoned', finished_at = now(), \
                  error = 'the run ended without recording an outcome (killed, or its lock was lost)' \
-                 WHERE status = 'running'",
-            )
+                 WHERE status = 'running'"
+            )))
             .execute(pool)
             .await?
             .rows_affected();
             if abandoned > 0 {
                 tracing::warn!(abandoned, "earlier runs never finished: marked abandoned");
             }
-            sqlx::query("INSERT INTO fap_warehouse.runs (id, status) VALUES ($1, 'running') ON CONFLICT (id) DO NOTHING")
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {state}.runs (id, status) VALUES ($1, 'running') ON CONFLICT (id) DO NOTHING"
+            )))
                 .bind(id)
                 .execute(pool)
                 .await?;
@@ -568,13 +616,13 @@ impl Catalog {
 
     /// Records how a run ended, with its counts.
     pub async fn record_run_end(&self, r: &RunRecord<'_>) -> Result<()> {
-        if let Self::Postgres(pool) = self {
+        if let Self::Postgres(pool, state) = self {
             let int = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
-            sqlx::query(
-                "UPDATE fap_warehouse.runs SET finished_at = now(), status = $2, logs = $3, failed_logs = $4, \
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {state}.runs SET finished_at = now(), status = $2, logs = $3, failed_logs = $4, \
                  analysis_messages = $5, average_messages = $6, undelivered = $7, input_bytes = $8, \
-                 duration_seconds = $9, error = $10 WHERE id = $1",
-            )
+                 duration_seconds = $9, error = $10 WHERE id = $1"
+            )))
             .bind(r.id)
             .bind(r.status)
             .bind(int(r.logs))

@@ -78,7 +78,7 @@ async fn catalog(settings: &Settings, create: bool) -> Result<Catalog> {
     if create {
         std::fs::create_dir_all(&settings.warehouse)?;
     }
-    Ok(Catalog::connect(&settings.catalog_url).await?)
+    Ok(Catalog::connect(&settings.catalog_url, &settings.state_schema).await?)
 }
 
 fn absolute(path: &Path) -> PathBuf {

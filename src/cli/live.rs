@@ -60,6 +60,7 @@ pub async fn serve(settings: Settings, args: ServeArgs) -> Result<ExitCode> {
         jobs,
         warehouse: settings.warehouse.clone(),
         catalog_url: settings.catalog_url.clone(),
+        state_schema: settings.state_schema.clone(),
     };
     crate::serve::serve(settings.engine, config, super::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

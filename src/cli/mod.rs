@@ -56,6 +56,10 @@ pub struct Cli {
     /// The catalog database URL [default: sqlite://<warehouse>/catalog.db].
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     catalog: Option<String>,
+    /// fap-warehouse's own schema in the backend's PostgreSQL: run records,
+    /// and the run lock's identity.
+    #[arg(long, global = true, env = "FAP_STATE_SCHEMA", default_value = crate::catalog::StateSchema::DEFAULT)]
+    state_schema: String,
     /// Deliver results over NATS at this URL [default: the outbox file].
     #[arg(long, global = true, env = "NATS_URL", hide_env_values = true)]
     nats: Option<String>,
@@ -153,6 +157,7 @@ pub struct Settings {
     pub warehouse: PathBuf,
     pub volume: Volume,
     pub catalog_url: String,
+    pub state_schema: crate::catalog::StateSchema,
     pub nats_url: Option<String>,
     pub sql_dir: Option<PathBuf>,
     pub engine: Engine,
@@ -191,6 +196,7 @@ impl Settings {
             warehouse: cli.warehouse.clone(),
             volume,
             catalog_url,
+            state_schema: crate::catalog::StateSchema::parse(&cli.state_schema)?,
             nats_url: cli.nats.clone(),
             sql_dir: cli.sql_dir.clone(),
             engine,

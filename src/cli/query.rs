@@ -145,13 +145,15 @@ async fn context(
         }
     }
     // The catalog's users, when it is reachable.
-    let users = match crate::catalog::Catalog::connect(&settings.catalog_url).await {
-        Ok(catalog) => catalog.users().await.unwrap_or_default(),
-        Err(err) => {
-            tracing::warn!(%err, "the catalog is unreachable: the users table is empty");
-            Vec::new()
-        }
-    };
+    let users =
+        match crate::catalog::Catalog::connect(&settings.catalog_url, &settings.state_schema).await
+        {
+            Ok(catalog) => catalog.users().await.unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(%err, "the catalog is unreachable: the users table is empty");
+                Vec::new()
+            }
+        };
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("email", DataType::Utf8, false),

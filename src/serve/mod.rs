@@ -57,6 +57,7 @@ pub struct ServeConfig {
     pub jobs: Vec<Job>,
     pub warehouse: std::path::PathBuf,
     pub catalog_url: String,
+    pub state_schema: crate::catalog::StateSchema,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -487,10 +488,11 @@ async fn run_schedule(
 async fn run_job(engine: &Engine, config: &ServeConfig, job: &Job) {
     let span = tracing::info_span!("job", name = %job.spec.name);
     let _enter = span.enter();
-    let catalog = match crate::catalog::Catalog::connect(&config.catalog_url).await {
-        Ok(c) => c,
-        Err(err) => return tracing::error!(%err, "job not run: catalog unavailable"),
-    };
+    let catalog =
+        match crate::catalog::Catalog::connect(&config.catalog_url, &config.state_schema).await {
+            Ok(c) => c,
+            Err(err) => return tracing::error!(%err, "job not run: catalog unavailable"),
+        };
     let lock = match crate::catalog::lock::RunLock::try_take(&catalog, &config.warehouse).await {
         Ok(Some(lock)) => lock,
         Ok(None) => return tracing::warn!("skipped: another run holds the lock"),

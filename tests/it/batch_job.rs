@@ -586,10 +586,10 @@ async fn a_crash_before_publishing_keeps_the_previous_latest() {
     w.ingest("frank@example.com", &logs(&w.path().join("in"), 2, 71));
     w.ok(&["run"]);
     let latest = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
-    let catalog = Catalog::connect(&format!(
-        "sqlite://{}",
-        w.root().join("catalog.db").display()
-    ))
+    let catalog = Catalog::connect(
+        &format!("sqlite://{}", w.root().join("catalog.db").display()),
+        &Default::default(),
+    )
     .await
     .unwrap();
     let lock = RunLock::try_take(&catalog, &w.root())

@@ -129,6 +129,7 @@ async fn full_cycle_with_the_backends_database() {
         ids.insert(id);
     }
     let warehouse = dir.path().join("wh").to_string_lossy().into_owned();
+    let state = format!("{schema}_state");
     let args = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [
             "--warehouse",
@@ -137,6 +138,8 @@ async fn full_cycle_with_the_backends_database() {
             volume.to_str().unwrap(),
             "--catalog",
             &url,
+            "--state-schema",
+            &state,
             "--nats",
             NATS,
         ]
@@ -168,13 +171,14 @@ async fn full_cycle_with_the_backends_database() {
         .and_then(|l| l.split(':').next())
         .expect("summary line")
         .to_string();
-    let (status, logs, messages): (String, Option<i32>, Option<i32>) = sqlx::query_as(
-        "SELECT status, logs, analysis_messages FROM fap_warehouse.runs WHERE id = $1",
-    )
-    .bind(&snapshot)
-    .fetch_one(&mut conn)
-    .await
-    .expect("run record");
+    let (status, logs, messages): (String, Option<i32>, Option<i32>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT status, logs, analysis_messages FROM {state}.runs WHERE id = $1"
+        )))
+        .bind(&snapshot)
+        .fetch_one(&mut conn)
+        .await
+        .expect("run record");
     assert_eq!(
         (status.as_str(), logs, messages),
         ("done", Some(3), Some(3))
@@ -192,11 +196,11 @@ async fn full_cycle_with_the_backends_database() {
 
     // Two instances, one run: while another session holds the run lock, a run is skipped.
     let mut holder = PgConnection::connect(&base_url()).await.expect("connect");
-    let held: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('fap-warehouse:run'))")
-            .fetch_one(&mut holder)
-            .await
-            .expect("lock");
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+        .bind(format!("fap-warehouse:run:{state}"))
+        .fetch_one(&mut holder)
+        .await
+        .expect("lock");
     assert!(held);
     let refs = args(&["run"]);
     let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
@@ -205,10 +209,12 @@ async fn full_cycle_with_the_backends_database() {
     assert!(err.contains("skipped"), "{err}");
     drop(holder);
 
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&mut conn)
-        .await
-        .expect("cleanup");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA {schema} CASCADE; DROP SCHEMA {state} CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("cleanup");
 }
 
 #[test]
@@ -228,4 +234,210 @@ fn an_unreachable_database_is_a_clear_error_and_no_snapshot() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("catalog"), "{err}");
     assert!(!wh.join("snapshots/latest").exists());
+}
+
+/// A backend schema with one user and `n` uploaded logs on `volume`;
+/// returns (connection, catalog URL, user id, analysis ids).
+async fn uploaded(
+    schema: &str,
+    volume: &std::path::Path,
+    n: usize,
+    seed: u64,
+) -> (PgConnection, String, String, HashSet<String>) {
+    let (mut conn, url) = backend_schema(schema).await;
+    std::fs::create_dir_all(volume).expect("volume");
+    let logs = fap_warehouse::cli::gen_logs(&volume.join("../in"), n, 20_000, seed).expect("logs");
+    let user: String = sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash) VALUES ('least@example.com', 'x') RETURNING id::text",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("user");
+    let mut ids = HashSet::new();
+    for log in &logs {
+        let bytes = std::fs::read(log).expect("log");
+        let id: String = sqlx::query_scalar(
+            "INSERT INTO fap_analysis (user_id, file_name, sha256, message) VALUES ($1::uuid, $2, $3, 'Analysis pending') RETURNING id::text",
+        )
+        .bind(&user)
+        .bind(log.file_name().and_then(|n| n.to_str()))
+        .bind(hex(&Sha256::digest(&bytes)))
+        .fetch_one(&mut conn)
+        .await
+        .expect("row");
+        std::fs::write(volume.join(format!("{id}.csv")), &bytes).expect("volume file");
+        ids.insert(id);
+    }
+    (conn, url, user, ids)
+}
+
+/// Regression: a run whose lock session was cut (and whose lock another run
+/// then took) used to publish and deliver anyway, exit 0, and leave its
+/// record `running` forever. Now it stops before publishing with "run lock
+/// lost", records the failure, and the next run marks stale rows abandoned.
+#[tokio::test]
+async fn regression_a_lost_run_lock_stops_the_run_before_publishing() {
+    use fap_warehouse::analysis::engine::Engine;
+    use fap_warehouse::analysis::models::Models;
+    use fap_warehouse::catalog::lock::{RunLock, advisory_key};
+    use fap_warehouse::catalog::{Catalog, StateSchema};
+    use fap_warehouse::job::{self, RunConfig};
+    use fap_warehouse::volume::Volume;
+
+    let schema = format!("fapw_{}", uuid::Uuid::new_v4().simple());
+    let state = StateSchema::parse(&format!("{schema}_state")).expect("name");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let volume = dir.path().join("volume");
+    let (mut conn, url, _, _) = uploaded(&schema, &volume, 2, 61).await;
+    let warehouse = dir.path().join("wh");
+
+    let catalog = Catalog::connect(&url, &state).await.expect("catalog");
+    let lock = RunLock::try_take(&catalog, &warehouse)
+        .await
+        .expect("lock")
+        .expect("free");
+    // The lock's session is cut, and another session takes the lock.
+    let key = advisory_key(&state);
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+         AND objid = (hashtext($1)::bigint & 4294967295)::oid",
+    )
+    .bind(&key)
+    .fetch_all(&mut conn)
+    .await
+    .expect("terminate");
+    assert_eq!(cut, vec![true], "exactly the lock's session was cut");
+    let mut other = PgConnection::connect(&base_url()).await.expect("connect");
+    let mut taken = false;
+    for _ in 0..50 {
+        taken = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(&key)
+            .fetch_one(&mut other)
+            .await
+            .expect("lock");
+        if taken {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(taken, "the lock is free once its session is gone");
+
+    let config = RunConfig::new(warehouse.clone(), Volume::local(&volume).expect("volume"));
+    let engine = Engine::new(Models::embedded());
+    let err = job::run(&engine, &catalog, &lock, &config)
+        .await
+        .expect_err("a run without its lock must stop");
+    assert!(err.to_string().contains("run lock lost"), "{err}");
+    assert!(
+        !warehouse.join("snapshots/latest").exists(),
+        "nothing published"
+    );
+    assert!(!warehouse.join("outbox").exists(), "nothing delivered");
+    let (status, error): (String, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT status, error FROM {state}.runs"
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .expect("run record");
+    assert_eq!(status, "failed");
+    assert!(error.unwrap_or_default().contains("run lock lost"));
+    drop(other);
+
+    // A row left `running` by a killed run is marked abandoned by the next.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {state}.runs (id, status) VALUES ('killed-run', 'running')"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("stale row");
+    let (code, _, err) = crate::common::run_bin(
+        &[
+            "--warehouse",
+            warehouse.to_str().unwrap(),
+            "--volume",
+            volume.to_str().unwrap(),
+            "--catalog",
+            &url,
+            "--state-schema",
+            state.name(),
+            "run",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let stale: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT status FROM {state}.runs WHERE id = 'killed-run'"
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .expect("stale row");
+    assert_eq!(stale, "abandoned");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA {schema} CASCADE; DROP SCHEMA {state} CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("cleanup");
+}
+
+/// Regression: a role that could only read the backend's tables could not
+/// `run` (the migrations wanted CREATE on the database). With SELECT on the
+/// three tables and its own state schema — the README's GRANTs, nothing
+/// more — a run succeeds and delivers.
+#[tokio::test]
+async fn regression_a_least_privilege_role_runs() {
+    let schema = format!("fapw_{}", uuid::Uuid::new_v4().simple());
+    let state = format!("{schema}_state");
+    let role = format!("{schema}_job");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let volume = dir.path().join("volume");
+    let (mut conn, _, user, ids) = uploaded(&schema, &volume, 2, 67).await;
+    // The README's GRANTs, for this test's schemas.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT USAGE ON SCHEMA {schema} TO {role};
+         GRANT SELECT ON {schema}.users, {schema}.fap_analysis, {schema}.fap_average TO {role};
+         CREATE SCHEMA {state} AUTHORIZATION {role};"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("role");
+    let url = format!("postgres://{role}@127.0.0.1:5432/test?options=-c%20search_path%3D{schema}");
+    let args: Vec<String> = [
+        "--warehouse",
+        dir.path().join("wh").to_str().unwrap(),
+        "--volume",
+        volume.to_str().unwrap(),
+        "--catalog",
+        &url,
+        "--state-schema",
+        &state,
+        "--nats",
+        NATS,
+        "run",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, out, got) = run_listening(args, &ids, &user).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        got.iter().filter(|(s, _)| s == "analysis.result").count(),
+        2,
+        "{got:?}"
+    );
+    // The role really is read-only on the backend's tables.
+    let mut as_role = PgConnection::connect(&url).await.expect("connect as role");
+    let denied = sqlx::query("UPDATE fap_analysis SET message = 'x'")
+        .execute(&mut as_role)
+        .await
+        .expect_err("no UPDATE right");
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    drop(as_role);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA {schema} CASCADE; DROP SCHEMA {state} CASCADE; DROP ROLE {role}"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("cleanup");
 }
