@@ -256,7 +256,7 @@ pub async fn snapshots(
                 ListFormat::Table => {
                     writeln!(
                         out,
-                        "  {:<24} {:<20} {:>7} {:>7} {:>10} {:>10}  algorithm",
+                        "  {:<28} {:<20} {:>7} {:>7} {:>10} {:>10}  algorithm",
                         "id", "finished (UTC)", "logs", "failed", "size MB", "new MB"
                     )?;
                     for s in all {
@@ -269,7 +269,7 @@ pub async fn snapshots(
                         };
                         writeln!(
                             out,
-                            "{mark} {:<24} {:<20} {:>7} {:>7} {:>10.1} {:>10.1}  {}",
+                            "{mark} {:<28} {:<20} {:>7} {:>7} {:>10.1} {:>10.1}  {}",
                             s.id,
                             s.finished_at,
                             s.logs,

@@ -231,7 +231,7 @@ pub async fn group(
 }
 
 /// Analyses averaged per run of the plans, at most (about).
-const CHUNK_ANALYSES: usize = 20_000;
+const CHUNK_ANALYSES: usize = 10_000;
 
 /// `batches` with the columns of `schema`, taken by name and cast (a column
 /// they lack is null).

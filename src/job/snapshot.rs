@@ -105,10 +105,14 @@ pub fn root(warehouse: &Path) -> PathBuf {
     warehouse.join("snapshots")
 }
 
-/// A new, sortable snapshot id: UTC time plus a random suffix.
+/// A new, sortable snapshot id: UTC time to the millisecond (runs of one
+/// second stay ordered) plus a random suffix.
 pub fn new_id() -> String {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    format!("{}-{suffix}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"))
+    format!(
+        "{}-{suffix}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    )
 }
 
 fn file_name(bucket: usize) -> String {
@@ -243,7 +247,8 @@ pub struct TableStats {
     pub bytes_linked: u64,
 }
 
-/// Buffered bytes across open writers above which row groups are ended.
+/// Memory held by open writers (pages and encoders) above which their row
+/// groups are ended.
 const MAX_BUFFERED: usize = 64 * 1024 * 1024;
 
 impl Staging {
@@ -320,7 +325,7 @@ impl Staging {
             self.stats.entry(table).or_default().rows += part.num_rows();
         }
         // Bound memory: end the row groups of every writer when too much is buffered.
-        let buffered: usize = self.writers.values().map(|w| w.in_progress_size()).sum();
+        let buffered: usize = self.writers.values().map(|w| w.memory_size()).sum();
         if buffered > MAX_BUFFERED {
             for writer in self.writers.values_mut() {
                 writer.flush()?;
@@ -340,10 +345,14 @@ impl Staging {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             let path = dir.join(file_name(bucket));
             let file = File::create(&path).map_err(io(&path))?;
-            let props = WriterProperties::builder()
+            let mut props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
-                .set_max_row_group_row_count(Some(65_536))
-                .build();
+                .set_max_row_group_row_count(Some(65_536));
+            // Every JSON object is unique: a dictionary only costs memory.
+            for column in ["analysis_json", "analysis_jsonb", "average_json"] {
+                props = props.set_column_dictionary_enabled(column.into(), false);
+            }
+            let props = props.build();
             let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
             self.writers.insert((table, bucket), writer);
         }
