@@ -5,8 +5,13 @@
 --
 -- In:  group_member_bands  the group key, band, distance_km and l100km of
 --                          each analysis of the group
--- Out: user_id, type, year, month, band, min_kmh, max_kmh, l100km.
-SELECT user_id, type, year, month, band, min_kmh, max_kmh, l100km
+-- Out: user_id, type, year, month, band, min_kmh, max_kmh, l100km; year and
+--      month as INT, as in the average table.
+SELECT
+    user_id, type,
+    CAST(year AS INT) AS year,
+    CAST(month AS INT) AS month,
+    band, min_kmh, max_kmh, l100km
 FROM (
     SELECT
         user_id, type, year, month, band,

@@ -177,6 +177,7 @@ pub async fn serve(
 
     // Stop taking work; finish what is in flight, within the grace period.
     let left: usize = pending.values().map(Vec::len).sum();
+    while tasks.try_join_next().is_some() {}
     let in_flight = tasks.len();
     tracing::info!(
         in_flight,

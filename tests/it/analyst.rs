@@ -53,20 +53,7 @@ fn snapshot_tables_are_snake_case_typed_and_documented() {
                     .is_some_and(|d| !d.is_empty()),
                 "{table}.{name} has no description"
             );
-            if let Some(previous) = types.insert(name.clone(), field.data_type().clone())
-                && ![
-                    "year",
-                    "month",
-                    "type",
-                    "user_id",
-                    "band",
-                    "min_kmh",
-                    "max_kmh",
-                    "l100km",
-                    "analysis_id",
-                ]
-                .contains(&name.as_str())
-            {
+            if let Some(previous) = types.insert(name.clone(), field.data_type().clone()) {
                 assert_eq!(
                     &previous,
                     field.data_type(),
