@@ -17,6 +17,8 @@
 //!   messages.
 //! - [`job`]: the nightly run as stages: plan → analyse → group → diff →
 //!   snapshot (Parquet) → deliver (outbox or NATS).
+//! - [`distributed`] (feature `ballista`): the same analysis plan on a
+//!   Ballista cluster: codecs, and the scheduler and executor processes.
 //! - [`serve`]: the live worker answering the backend's requests over NATS,
 //!   and the scheduler of `jobs/`.
 //! - [`generate`]: realistic synthetic logs for demos, tests and benchmarks.
@@ -25,6 +27,8 @@
 pub mod analysis;
 pub mod catalog;
 pub mod cli;
+#[cfg(feature = "ballista")]
+pub mod distributed;
 pub mod generate;
 pub mod ingest;
 pub mod job;

@@ -26,7 +26,7 @@ use super::models::Models;
 use crate::scan::{self, LogInput, LogLimits, LogSet};
 
 /// The engine: which SQL models to run, on how many partitions, with which
-/// per-log limits and object stores.
+/// per-log limits and object stores, and where the analysis plan runs.
 #[derive(Debug, Clone)]
 pub struct Engine {
     models: Arc<Models>,
@@ -34,6 +34,45 @@ pub struct Engine {
     limits: LogLimits,
     /// Object stores the logs may live in, beyond the local file system.
     stores: Vec<(ObjectStoreUrl, Arc<dyn ObjectStore>)>,
+    target: Target,
+}
+
+/// Where the analysis plan runs (`--engine`). Averages always run locally:
+/// they are small.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Target {
+    /// In this process.
+    #[default]
+    Local,
+    /// On the Ballista scheduler at `host:port`.
+    Ballista(String),
+}
+
+impl Target {
+    /// `local` or `ballista://HOST:PORT`.
+    pub fn parse(spec: &str) -> std::result::Result<Self, String> {
+        if spec == "local" {
+            return Ok(Self::Local);
+        }
+        let Some(address) = spec.strip_prefix("ballista://") else {
+            return Err(format!(
+                "unknown engine {spec:?}: use local or ballista://HOST:PORT"
+            ));
+        };
+        let address = address.trim_end_matches('/');
+        let valid = address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(format!("{spec}: expected ballista://HOST:PORT"));
+        }
+        if cfg!(not(feature = "ballista")) {
+            return Err(format!(
+                "{spec}: this build has no Ballista support (cargo feature `ballista`)"
+            ));
+        }
+        Ok(Self::Ballista(address.to_string()))
+    }
 }
 
 /// What one analysis run produced.
@@ -53,7 +92,18 @@ impl Engine {
             partitions,
             limits: LogLimits::default(),
             stores: Vec::new(),
+            target: Target::Local,
         }
+    }
+
+    /// Runs the analysis plan on `target`.
+    pub fn with_target(mut self, target: Target) -> Self {
+        self.target = target;
+        self
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     /// Overrides the number of partitions (default: the core count).
@@ -88,13 +138,30 @@ impl Engine {
 
     /// The session configuration every context of this engine uses.
     pub fn config(&self) -> SessionConfig {
-        let mut config = SessionConfig::new().with_target_partitions(self.partitions);
+        self.configure(SessionConfig::new())
+    }
+
+    /// `config` with this engine's options (also for Ballista sessions).
+    pub fn configure(&self, config: SessionConfig) -> SessionConfig {
+        let mut config = config.with_target_partitions(self.partitions);
         // A log is read whole by one partition; never split files by bytes.
         config.options_mut().optimizer.repartition_file_scans = false;
         config
     }
 
-    /// A context with the project's functions and object stores registered.
+    /// A runtime with this engine's object stores.
+    pub fn runtime(
+        &self,
+    ) -> datafusion::error::Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().build()?;
+        for (url, store) in &self.stores {
+            runtime.register_object_store(url.as_ref(), store.clone());
+        }
+        Ok(Arc::new(runtime))
+    }
+
+    /// A local context with the project's functions and object stores
+    /// registered.
     pub fn context(&self) -> SessionContext {
         let ctx = SessionContext::new_with_config(self.config());
         functions::register(&ctx);
@@ -102,6 +169,38 @@ impl Engine {
             ctx.register_object_store(url.as_ref(), store.clone());
         }
         ctx
+    }
+
+    /// The context the analysis plan runs in: local, or a Ballista
+    /// session. The only place the two differ.
+    pub async fn analysis_context(&self) -> Result<SessionContext> {
+        match &self.target {
+            Target::Local => Ok(self.context()),
+            #[cfg(feature = "ballista")]
+            Target::Ballista(address) => {
+                Ok(crate::distributed::remote_context(self, address).await?)
+            }
+            #[cfg(not(feature = "ballista"))]
+            Target::Ballista(_) => Err(EngineError::Target(
+                "this build has no Ballista support".into(),
+            )),
+        }
+    }
+
+    /// Fails fast when the target cannot be reached (before a run writes
+    /// anything).
+    pub async fn check_target(&self) -> Result<()> {
+        match &self.target {
+            Target::Local => Ok(()),
+            #[cfg(feature = "ballista")]
+            Target::Ballista(address) => crate::distributed::check_reachable(address)
+                .await
+                .map_err(EngineError::Target),
+            #[cfg(not(feature = "ballista"))]
+            Target::Ballista(_) => Err(EngineError::Target(
+                "this build has no Ballista support".into(),
+            )),
+        }
     }
 
     /// The logs `inputs`, in the store at `store`, split for this engine.
@@ -148,19 +247,32 @@ impl Engine {
 
     /// Streams `log_analysis` over `logs`: one plan for the whole set.
     pub async fn analyse_stream(&self, logs: LogSet) -> Result<SendableRecordBatchStream> {
-        let ctx = self.context();
-        let frame = {
-            self.register_logs(&ctx, Arc::new(logs)).await?;
-            ctx.table("log_analysis").await?
-        };
-        Ok(frame.execute_stream().await?)
+        let ctx = self.analysis_context().await?;
+        self.analyse_stream_in(&ctx, logs).await
+    }
+
+    /// Streams `log_analysis` over `logs` in `ctx` (any session with this
+    /// engine's functions: local, Ballista).
+    pub async fn analyse_stream_in(
+        &self,
+        ctx: &SessionContext,
+        logs: LogSet,
+    ) -> Result<SendableRecordBatchStream> {
+        self.register_logs(ctx, Arc::new(logs)).await?;
+        Ok(ctx.table("log_analysis").await?.execute_stream().await?)
     }
 
     /// Analyses every log and collects the results, ordered by log id (for
     /// a few logs: the batch job streams instead).
     pub async fn analyse(&self, logs: LogSet) -> Result<LogAnalyses> {
+        let ctx = self.analysis_context().await?;
+        self.analyse_in(&ctx, logs).await
+    }
+
+    /// [`Self::analyse`] in `ctx`.
+    pub async fn analyse_in(&self, ctx: &SessionContext, logs: LogSet) -> Result<LogAnalyses> {
         let (count, bytes) = (logs.logs(), logs.bytes());
-        let stream = self.analyse_stream(logs).await?;
+        let stream = self.analyse_stream_in(ctx, logs).await?;
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         let batch = concat_batches(&schema, &batches)?;

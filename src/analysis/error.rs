@@ -16,6 +16,9 @@ pub enum EngineError {
     Io(#[from] std::io::Error),
     #[error("invalid request: {0}")]
     Request(String),
+    /// The distributed engine cannot be used (unreachable, not built in).
+    #[error("{0}")]
+    Target(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -25,6 +25,8 @@ pub struct RunArgs {
     /// leave the catalog and `latest` untouched.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArg,
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -82,6 +82,8 @@ enum Command {
     Analyze {
         /// The log (CSV); its name without `.csv` is the analysis id.
         file: PathBuf,
+        #[command(flatten)]
+        engine: EngineArg,
     },
     /// Answer an `average.request` (file or `-` for stdin) with its `average.result`.
     Average {
@@ -143,6 +145,55 @@ enum Command {
     /// Benchmark the engine: analyse N generated logs in one plan and report
     /// MB/s, logs/s and peak memory, beside a bare scan of the same files.
     Bench(tools::BenchArgs),
+    /// A Ballista scheduler for `--engine ballista://HOST:PORT`, with this
+    /// project's codecs and functions (until SIGTERM).
+    #[cfg(feature = "ballista")]
+    Scheduler {
+        /// Address to listen on (gRPC for clients and executors).
+        #[arg(long, default_value = "0.0.0.0:50050")]
+        bind: std::net::SocketAddr,
+        /// Host name executors and clients use to reach it [default: the bind address].
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Seconds without a heartbeat (executors beat every 3 s) before an
+        /// executor is lost and its tasks run elsewhere.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(10..))]
+        executor_timeout_seconds: u64,
+    },
+    /// A Ballista executor: runs the analysis tasks the scheduler gives it,
+    /// reading logs from the volume the plans name (until SIGTERM, after its
+    /// running tasks end).
+    #[cfg(feature = "ballista")]
+    Executor {
+        /// The scheduler, HOST:PORT.
+        #[arg(long)]
+        scheduler: String,
+        /// Address for Arrow Flight (shuffle and result fetches).
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        bind: std::net::SocketAddr,
+        /// Address for task launches from the scheduler (same host as --bind).
+        #[arg(long, default_value = "0.0.0.0:50052")]
+        grpc_bind: std::net::SocketAddr,
+        /// Host name the scheduler and other executors use to reach it
+        /// [default: the address it connects from].
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Tasks at a time [default: the number of cores].
+        #[arg(long)]
+        concurrent_tasks: Option<usize>,
+        /// Folder for shuffle files [default: in the system's temp folder].
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+}
+
+/// Where the analysis plan runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArg {
+    /// Where the analysis plan runs: `local`, or `ballista://HOST:PORT` (a
+    /// Ballista scheduler; executors must reach the volume).
+    #[arg(long = "engine", env = "FAP_ENGINE", default_value = "local", value_parser = crate::analysis::engine::Target::parse)]
+    pub target: crate::analysis::engine::Target,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -267,7 +318,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Runs one command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
-    let settings = Settings::from_cli(&cli)?;
+    let mut settings = Settings::from_cli(&cli)?;
+    let target = match &cli.command {
+        Command::Run(args) => Some(&args.engine),
+        Command::Bench(args) => Some(&args.engine),
+        Command::Analyze { engine, .. } => Some(engine),
+        _ => None,
+    };
+    if let Some(engine) = target {
+        settings.engine = settings.engine.clone().with_target(engine.target.clone());
+        settings.engine.check_target().await?;
+    }
     match cli.command {
         Command::Ingest { user, files } => jobs::ingest(&settings, &user, &files, out).await,
         Command::Run(args) => jobs::run(&settings, &args, out).await,
@@ -289,7 +350,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
         }
         Command::Query(args) => query::query(&settings, args, out).await,
         Command::Describe { table, format } => describe(table.as_deref(), format, out),
-        Command::Analyze { file } => tools::analyze(&settings, &file, out).await,
+        Command::Analyze { file, .. } => tools::analyze(&settings, &file, out).await,
         Command::Average { request } => tools::average(&settings, &request, out).await,
         Command::GenLogs {
             out: dir,
@@ -302,6 +363,42 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => tools::bench(&settings, args, out).await,
+        #[cfg(feature = "ballista")]
+        Command::Scheduler {
+            bind,
+            external_host,
+            executor_timeout_seconds,
+        } => {
+            crate::distributed::cluster::scheduler(crate::distributed::cluster::SchedulerOptions {
+                bind,
+                external_host,
+                executor_timeout_seconds,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "ballista")]
+        Command::Executor {
+            scheduler,
+            bind,
+            grpc_bind,
+            external_host,
+            concurrent_tasks,
+            work_dir,
+        } => {
+            let concurrent_tasks = concurrent_tasks
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            crate::distributed::cluster::executor(crate::distributed::cluster::ExecutorOptions {
+                scheduler,
+                bind,
+                grpc_bind,
+                external_host,
+                concurrent_tasks,
+                work_dir,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -26,8 +26,13 @@ pub enum LogFormat {
 
 /// Sets up `tracing` on stderr (`RUST_LOG` filters).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "fap_warehouse=info,warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // Ballista's processes say what they do at info; a Ballista task's
+        // slice of the scan makes DataFusion warn about its partitioning.
+        "fap_warehouse=info,ballista_scheduler=info,ballista_executor=info,\
+             datafusion_datasource::file_scan_config=error,warn"
+            .into()
+    });
     let color = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()

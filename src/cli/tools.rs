@@ -104,6 +104,8 @@ pub struct BenchArgs {
     /// Also time each layer alone: the scan, the cleaning, the analysis.
     #[arg(long)]
     stages: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArg,
 }
 
 pub async fn bench(settings: &Settings, args: BenchArgs, out: &mut impl Write) -> Result<ExitCode> {

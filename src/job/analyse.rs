@@ -9,7 +9,7 @@
 //! analyst's tables, planned once and run on each batch. Nothing is held
 //! beyond the batch in flight.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
@@ -22,6 +22,7 @@ use super::JobError;
 use super::plan::RunPlan;
 use super::snapshot::{Staging, Table, keep_unless};
 use crate::analysis::engine::Engine;
+use crate::analysis::engine::Target;
 use crate::analysis::jsonb::result_hash;
 use crate::analysis::message::AnalysisWriter;
 use crate::analysis::prepared::{Input, Prepared};
@@ -122,7 +123,15 @@ pub async fn analyse(
 ) -> Result<Analysed, JobError> {
     let logs = engine
         .log_set(volume.url().clone(), plan.to_analyse.clone())
-        .with_progress(progress);
+        .with_progress(progress.clone());
+    // A distributed scan reads on the executors: count progress here, as
+    // results arrive.
+    let remote_sizes: Option<HashMap<&str, u64>> = (engine.target() != &Target::Local).then(|| {
+        plan.to_analyse
+            .iter()
+            .map(|l| (l.log_id.as_str(), l.bytes))
+            .collect()
+    });
     let mut analysed = Analysed {
         logs: logs.logs(),
         bytes: logs.bytes(),
@@ -145,6 +154,12 @@ pub async fn analyse(
                 if let Some(batch) = &next {
                     rows += batch.num_rows();
                     pending.push(batch.clone());
+                    if let Some(sizes) = &remote_sizes {
+                        for row in 0..batch.num_rows() {
+                            let id = writer.log_id(batch, row);
+                            progress.file_done(sizes.get(id).copied().unwrap_or(0));
+                        }
+                    }
                 }
                 if rows < SNAPSHOT_ROWS && next.is_some() {
                     continue;

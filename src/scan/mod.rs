@@ -126,8 +126,6 @@ pub struct LogSet {
     pub store: ObjectStoreUrl,
     /// Per partition, its logs as `(log_no, input)`, ascending `log_no`.
     pub partitions: Vec<Vec<(i64, LogInput)>>,
-    /// `log_no` of the first log of partitions 1.. (strictly increasing).
-    split_points: Vec<i64>,
     pub limits: LogLimits,
     pub progress: Option<Arc<ScanProgress>>,
 }
@@ -147,18 +145,15 @@ impl LogSet {
             done += log.bytes.max(1);
             groups[share.min(partitions - 1)].push((no as i64, log));
         }
-        let mut split_points = Vec::with_capacity(partitions - 1);
-        let mut last = -1i64;
-        for group in groups.iter().skip(1) {
-            // An empty partition still needs a bound above the previous one.
-            let bound = group.first().map_or(last + 1, |(no, _)| *no).max(last + 1);
-            split_points.push(bound);
-            last = bound;
-        }
+        Self::from_partitions(store, groups)
+    }
+
+    /// Logs already numbered and split (ascending `log_no` within and
+    /// across partitions), as a serialized plan carries them.
+    pub fn from_partitions(store: ObjectStoreUrl, partitions: Vec<Vec<(i64, LogInput)>>) -> Self {
         Self {
             store,
-            partitions: groups,
-            split_points,
+            partitions,
             limits: LogLimits::default(),
             progress: None,
         }
@@ -183,37 +178,23 @@ impl LogSet {
         self.partitions.iter().flatten().map(|(_, l)| l.bytes).sum()
     }
 
-    /// The file groups of a scan. Consecutive small logs of a partition are
-    /// bundled into one scanned "file" ([`LogBundle`]), so that rows flow in
-    /// batches of thousands, not of one short drive each: per-batch costs
-    /// dominate otherwise. Each bundle carries the statistics that let
-    /// DataFusion keep the declared order across a group's bundles (its
-    /// range of `log_no`).
-    fn file_groups(&self, schema: &SchemaRef) -> Vec<FileGroup> {
+    /// Per partition, its logs in bundles. Consecutive small logs of a
+    /// partition are bundled into one scanned "file" ([`LogBundle`]), so
+    /// that rows flow in batches of thousands, not of one short drive each:
+    /// per-batch costs dominate otherwise.
+    pub fn bundles(&self) -> Vec<Vec<Vec<BundledLog>>> {
         self.partitions
             .iter()
             .map(|logs| {
-                let mut files = Vec::new();
+                let mut bundles = Vec::new();
                 let mut bundle: Vec<BundledLog> = Vec::new();
                 let mut bytes = 0u64;
-                let mut flush = |bundle: &mut Vec<BundledLog>, bytes: &mut u64| {
-                    if bundle.is_empty() {
-                        return;
-                    }
-                    let (first, last) = (bundle[0].log_no, bundle[bundle.len() - 1].log_no);
-                    let mut file = PartitionedFile::new(bundle[0].location.to_string(), *bytes);
-                    file.statistics = Some(Arc::new(bundle_statistics(schema, first, last)));
-                    file.extensions.insert(LogBundle {
-                        logs: std::mem::take(bundle),
-                    });
-                    files.push(file);
-                    *bytes = 0;
-                };
                 for (no, log) in logs {
                     if !bundle.is_empty()
                         && (bytes + log.bytes > BUNDLE_BYTES || bundle.len() >= BUNDLE_LOGS)
                     {
-                        flush(&mut bundle, &mut bytes);
+                        bundles.push(std::mem::take(&mut bundle));
+                        bytes = 0;
                     }
                     bytes += log.bytes;
                     bundle.push(BundledLog {
@@ -224,26 +205,51 @@ impl LogSet {
                         sha256: log.sha256.clone(),
                     });
                 }
-                flush(&mut bundle, &mut bytes);
-                FileGroup::new(files)
+                if !bundle.is_empty() {
+                    bundles.push(bundle);
+                }
+                bundles
             })
             .collect()
     }
+}
 
-    /// `Range` on `log_no` with this set's split points.
-    fn partitioning(&self, schema: &SchemaRef) -> Result<Partitioning> {
-        let ordering = LexOrdering::new(vec![sort_key(schema, "log_no")?])
-            .expect("one sort expression is a valid ordering");
-        let split_points = self
-            .split_points
-            .iter()
-            .map(|no| SplitPoint::new(vec![ScalarValue::Int64(Some(*no))]))
-            .collect();
-        Ok(Partitioning::Range(RangePartitioning::try_new(
-            ordering,
-            split_points,
-        )?))
+/// One scanned "file": a bundle of logs, with the statistics that let
+/// DataFusion keep the declared order across a group's bundles (its range of
+/// `log_no`).
+fn bundle_file(schema: &SchemaRef, logs: Vec<BundledLog>) -> PartitionedFile {
+    let (first, last) = (logs[0].log_no, logs[logs.len() - 1].log_no);
+    let bytes = logs.iter().map(|l| l.bytes).sum();
+    let mut file = PartitionedFile::new(logs[0].location.to_string(), bytes);
+    file.statistics = Some(Arc::new(bundle_statistics(schema, first, last)));
+    file.extensions.insert(LogBundle { logs });
+    file
+}
+
+/// `Range` on `log_no`, bounded by the first log of each partition after
+/// the first (an empty partition still gets a bound above the previous one).
+fn partitioning(schema: &SchemaRef, bundles: &[Vec<Vec<BundledLog>>]) -> Result<Partitioning> {
+    let ordering = LexOrdering::new(vec![sort_key(schema, "log_no")?])
+        .expect("one sort expression is a valid ordering");
+    let mut split_points = Vec::with_capacity(bundles.len().saturating_sub(1));
+    let mut last = bundles
+        .first()
+        .and_then(|p| p.last())
+        .and_then(|b| b.last())
+        .map_or(-1, |l| l.log_no);
+    for partition in bundles.iter().skip(1) {
+        let first = partition.first().and_then(|b| b.first()).map(|l| l.log_no);
+        let bound = first.unwrap_or(last + 1).max(last + 1);
+        split_points.push(SplitPoint::new(vec![ScalarValue::Int64(Some(bound))]));
+        last = partition
+            .last()
+            .and_then(|b| b.last())
+            .map_or(bound, |l| l.log_no);
     }
+    Ok(Partitioning::Range(RangePartitioning::try_new(
+        ordering,
+        split_points,
+    )?))
 }
 
 /// Logs are bundled up to this many bytes, or this many logs.
@@ -328,10 +334,7 @@ pub fn register(ctx: &SessionContext, logs: Arc<LogSet>) -> Result<()> {
         ctx.deregister_table(kind.table_name())?;
         ctx.register_table(
             kind.table_name(),
-            Arc::new(LogTable {
-                logs: logs.clone(),
-                kind,
-            }),
+            Arc::new(LogTable::new(logs.clone(), kind)),
         )?;
     }
     Ok(())
@@ -345,6 +348,18 @@ pub struct LogTable {
 }
 
 impl LogTable {
+    pub fn new(logs: Arc<LogSet>, kind: TableKind) -> Self {
+        Self { logs, kind }
+    }
+
+    pub fn logs(&self) -> &LogSet {
+        &self.logs
+    }
+
+    pub fn kind(&self) -> TableKind {
+        self.kind
+    }
+
     /// The physical scan of this table: a `DataSourceExec` over the set's
     /// file groups, declaring its partitioning and order.
     pub fn scan_plan(&self) -> Result<Arc<dyn ExecutionPlan>> {
@@ -354,6 +369,19 @@ impl LogTable {
 
 /// The scan of one table of `logs`.
 pub fn scan_exec(logs: &LogSet, kind: TableKind) -> Result<Arc<dyn ExecutionPlan>> {
+    let source = LogSource::new(kind, logs.limits, logs.progress.clone());
+    scan_from_bundles(logs.store.clone(), source, logs.bundles())
+}
+
+/// The scan of `source`'s table over `bundles` (per partition, its bundles
+/// of logs in ascending `log_no`): a `DataSourceExec` declaring its
+/// partitioning and order. Also how a serialized scan is rebuilt.
+pub fn scan_from_bundles(
+    store: ObjectStoreUrl,
+    source: LogSource,
+    bundles: Vec<Vec<Vec<BundledLog>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let kind = source.kind;
     let schema = kind.schema();
     let ordering = match kind {
         TableKind::Files => vec![sort_key(&schema, "log_no")?],
@@ -364,15 +392,27 @@ pub fn scan_exec(logs: &LogSet, kind: TableKind) -> Result<Arc<dyn ExecutionPlan
         ],
     };
     let ordering = LexOrdering::new(ordering).expect("non-empty ordering");
-    let source = LogSource::new(kind, logs.limits, logs.progress.clone());
     let mut statistics = Statistics::new_unknown(&schema);
     if kind == TableKind::Files {
-        statistics.num_rows = Precision::Inexact(logs.logs());
+        let logs = bundles.iter().flatten().map(Vec::len).sum();
+        statistics.num_rows = Precision::Inexact(logs);
     }
-    let config = FileScanConfigBuilder::new(logs.store.clone(), Arc::new(source))
-        .with_file_groups(logs.file_groups(&schema))
+    let partitioning = partitioning(&schema, &bundles)?;
+    let groups = bundles
+        .into_iter()
+        .map(|partition| {
+            FileGroup::new(
+                partition
+                    .into_iter()
+                    .map(|logs| bundle_file(&schema, logs))
+                    .collect(),
+            )
+        })
+        .collect();
+    let config = FileScanConfigBuilder::new(store, Arc::new(source))
+        .with_file_groups(groups)
         .with_output_ordering(vec![ordering])
-        .with_output_partitioning(Some(logs.partitioning(&schema)?))
+        .with_output_partitioning(Some(partitioning))
         .with_statistics(statistics)
         .build();
     Ok(DataSourceExec::from_data_source(config))

@@ -5,6 +5,8 @@
 mod common;
 
 mod analyst;
+#[cfg(feature = "ballista")]
+mod ballista;
 mod batch_job;
 mod contract_cases;
 mod fixture_parity;
