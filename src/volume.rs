@@ -130,7 +130,7 @@ impl Volume {
     pub fn in_memory(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             spec: "memory://".into(),
-            url: ObjectStoreUrl::parse("memory://").expect("a valid URL"),
+            url: ObjectStoreUrl::parse("memory://").expect("a valid URL"), // ok: a constant
             store,
             prefix: StorePath::default(),
             local: None,

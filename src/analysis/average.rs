@@ -18,13 +18,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 use futures::TryStreamExt;
 use serde_json::{Map, Value};
 
 use super::engine::Engine;
 use super::error::{EngineError, Result};
-use super::prepared::{Input, Prepared};
+use super::prepared::{Input, Prepared, register_input};
 use super::shape::{self, BANDS, Bound, band_column, band_name};
 
 /// The columns of `group_members` for objects from JSON: the group key
@@ -276,14 +275,8 @@ pub struct Averager {
 impl Averager {
     pub async fn new(engine: &Engine, members: SchemaRef, member_bands: SchemaRef) -> Result<Self> {
         let ctx = engine.context();
-        ctx.register_table(
-            "group_members",
-            Arc::new(MemTable::try_new(members.clone(), vec![vec![]])?),
-        )?;
-        ctx.register_table(
-            "group_member_bands",
-            Arc::new(MemTable::try_new(member_bands.clone(), vec![vec![]])?),
-        )?;
+        register_input(&ctx, "group_members", &members, vec![])?;
+        register_input(&ctx, "group_member_bands", &member_bands, vec![])?;
         engine.register_model(&ctx, "group_average").await?;
         engine.register_model(&ctx, "group_average_bands").await?;
         Ok(Self {

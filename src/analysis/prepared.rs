@@ -12,6 +12,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::MemTable;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
@@ -23,6 +24,20 @@ use datafusion::prelude::SessionContext;
 
 use crate::scan::source::LogSource;
 use crate::scan::{LogSet, scan_exec};
+
+/// Registers `name` as an in-memory table of `batches`; with none it is a
+/// placeholder of the right schema, whose rows each run of a [`Prepared`]
+/// plan supplies through [`Input::Table`].
+pub fn register_input(
+    ctx: &SessionContext,
+    name: &str,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
+    let table = MemTable::try_new(schema.clone(), vec![batches])?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}
 
 /// A physical plan ready to run again on new inputs.
 #[derive(Debug, Clone)]

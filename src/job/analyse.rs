@@ -15,7 +15,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
 use datafusion::arrow::compute::nullif;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 use futures::TryStreamExt;
 
 use super::JobError;
@@ -25,7 +24,7 @@ use crate::analysis::engine::Engine;
 use crate::analysis::engine::Target;
 use crate::analysis::jsonb::result_hash;
 use crate::analysis::message::AnalysisWriter;
-use crate::analysis::prepared::{Input, Prepared};
+use crate::analysis::prepared::{Input, Prepared, register_input};
 use crate::catalog::CatalogIndex;
 use crate::scan::ScanProgress;
 use crate::volume::Volume;
@@ -73,16 +72,12 @@ impl SnapshotModels {
     ) -> Result<Self, JobError> {
         let results = results_schema(analysis);
         let ctx = engine.context();
-        ctx.register_table(
-            "results",
-            Arc::new(MemTable::try_new(results.clone(), vec![vec![]])?),
-        )?;
-        ctx.register_table(
+        register_input(&ctx, "results", &results, vec![])?;
+        register_input(
+            &ctx,
             "catalog",
-            Arc::new(MemTable::try_new(
-                CatalogIndex::schema(),
-                vec![vec![catalog.batch.clone()]],
-            )?),
+            &CatalogIndex::schema(),
+            vec![catalog.batch.clone()],
         )?;
         engine.register_model(&ctx, "snapshot_analysis").await?;
         engine.register_model(&ctx, "fuel_by_speed_band").await?;

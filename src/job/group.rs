@@ -15,7 +15,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 use futures::TryStreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -26,7 +25,7 @@ use super::snapshot::{self, Staging, Table, keep_unless, read_parquet};
 use crate::analysis::average::{Averager, GroupKey, average_objects, members_from_json};
 use crate::analysis::engine::Engine;
 use crate::analysis::jsonb;
-use crate::analysis::prepared::{Input, Prepared};
+use crate::analysis::prepared::{Input, Prepared, register_input};
 use crate::catalog::{Catalog, CatalogIndex, col};
 
 /// What the group stage did.
@@ -53,20 +52,13 @@ impl Membership {
         catalog: &CatalogIndex,
     ) -> Result<Self, JobError> {
         let ctx = engine.context();
-        ctx.register_table(
-            "analysis",
-            Arc::new(MemTable::try_new(analysis.clone(), vec![vec![]])?),
-        )?;
-        ctx.register_table(
-            "fuel_by_speed_band",
-            Arc::new(MemTable::try_new(bands.clone(), vec![vec![]])?),
-        )?;
-        ctx.register_table(
+        register_input(&ctx, "analysis", &analysis, vec![])?;
+        register_input(&ctx, "fuel_by_speed_band", &bands, vec![])?;
+        register_input(
+            &ctx,
             "catalog",
-            Arc::new(MemTable::try_new(
-                CatalogIndex::schema(),
-                vec![vec![catalog.batch.clone()]],
-            )?),
+            &CatalogIndex::schema(),
+            vec![catalog.batch.clone()],
         )?;
         for model in ["group_keys", "group_members", "group_member_bands"] {
             engine.register_model(&ctx, model).await?;
@@ -399,10 +391,7 @@ impl SnapshotAverage {
         fields.push(Field::new("average_json", DataType::Utf8, false));
         let input = Arc::new(Schema::new(fields));
         let ctx = engine.context();
-        ctx.register_table(
-            "averages",
-            Arc::new(MemTable::try_new(input.clone(), vec![vec![]])?),
-        )?;
+        register_input(&ctx, "averages", &input, vec![])?;
         engine.register_model(&ctx, "snapshot_average").await?;
         Ok(Self {
             prepared: Prepared::new(&ctx, "snapshot_average").await?,

@@ -19,6 +19,7 @@
 //! - An experiment (`run --dry-run`) is published under its id but never
 //!   becomes `latest`, and is never a parent.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -340,26 +341,23 @@ impl Staging {
         bucket: usize,
         schema: &SchemaRef,
     ) -> Result<&mut ArrowWriter<File>> {
-        if !self.writers.contains_key(&(table, bucket)) {
-            let dir = self.dir.join(table.name());
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            let path = dir.join(file_name(bucket));
-            let file = File::create(&path).map_err(io(&path))?;
-            let mut props = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .set_max_row_group_row_count(Some(65_536));
-            // Every JSON object is unique: a dictionary only costs memory.
-            for column in ["analysis_json", "analysis_jsonb", "average_json"] {
-                props = props.set_column_dictionary_enabled(column.into(), false);
-            }
-            let props = props.build();
-            let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-            self.writers.insert((table, bucket), writer);
+        let entry = match self.writers.entry((table, bucket)) {
+            Entry::Occupied(open) => return Ok(open.into_mut()),
+            Entry::Vacant(entry) => entry,
+        };
+        let dir = self.dir.join(table.name());
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(file_name(bucket));
+        let file = File::create(&path).map_err(io(&path))?;
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(65_536));
+        // Every JSON object is unique: a dictionary only costs memory.
+        for column in ["analysis_json", "analysis_jsonb", "average_json"] {
+            props = props.set_column_dictionary_enabled(column.into(), false);
         }
-        Ok(self
-            .writers
-            .get_mut(&(table, bucket))
-            .expect("inserted above"))
+        let props = props.build();
+        Ok(entry.insert(ArrowWriter::try_new(file, schema.clone(), Some(props))?))
     }
 
     /// Closes `table`: each rewritten bucket also gets the parent's rows

@@ -37,7 +37,7 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::expressions::Column;
@@ -230,7 +230,7 @@ fn bundle_file(schema: &SchemaRef, logs: Vec<BundledLog>) -> PartitionedFile {
 /// the first (an empty partition still gets a bound above the previous one).
 fn partitioning(schema: &SchemaRef, bundles: &[Vec<Vec<BundledLog>>]) -> Result<Partitioning> {
     let ordering = LexOrdering::new(vec![sort_key(schema, "log_no")?])
-        .expect("one sort expression is a valid ordering");
+        .ok_or_else(|| DataFusionError::Internal("no sort key for log_no".into()))?;
     let mut split_points = Vec::with_capacity(bundles.len().saturating_sub(1));
     let mut last = bundles
         .first()
@@ -391,7 +391,8 @@ pub fn scan_from_bundles(
             sort_key(&schema, "line")?,
         ],
     };
-    let ordering = LexOrdering::new(ordering).expect("non-empty ordering");
+    let ordering = LexOrdering::new(ordering)
+        .ok_or_else(|| DataFusionError::Internal("empty scan ordering".into()))?;
     let mut statistics = Statistics::new_unknown(&schema);
     if kind == TableKind::Files {
         let logs = bundles.iter().flatten().map(Vec::len).sum();

@@ -103,31 +103,9 @@ async fn apply(conn: &mut PgConnection, subject: &str, p: &Value) {
 #[tokio::test]
 async fn full_cycle_with_the_backends_database() {
     let schema = format!("fapw_{}", uuid::Uuid::new_v4().simple());
-    let (mut conn, url) = backend_schema(&schema).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let volume = dir.path().join("volume");
-    std::fs::create_dir_all(&volume).expect("volume");
-    let logs = fap_warehouse::cli::gen_logs(&dir.path().join("in"), 3, 20_000, 51).expect("logs");
-
-    let user: String = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('pg@example.com', 'x') RETURNING id::text")
-        .fetch_one(&mut conn)
-        .await
-        .expect("user");
-    let mut ids = HashSet::new();
-    for log in &logs {
-        let bytes = std::fs::read(log).expect("log");
-        let id: String = sqlx::query_scalar(
-            "INSERT INTO fap_analysis (user_id, file_name, sha256, message) VALUES ($1::uuid, $2, $3, 'Analysis pending') RETURNING id::text",
-        )
-        .bind(&user)
-        .bind(log.file_name().and_then(|n| n.to_str()))
-        .bind(hex(&Sha256::digest(&bytes)))
-        .fetch_one(&mut conn)
-        .await
-        .expect("row");
-        std::fs::write(volume.join(format!("{id}.csv")), &bytes).expect("volume file");
-        ids.insert(id);
-    }
+    let (mut conn, url, user, ids) = uploaded(&schema, &volume, 3, 51).await;
     let warehouse = dir.path().join("wh").to_string_lossy().into_owned();
     let state = format!("{schema}_state");
     let args = |extra: &[&str]| -> Vec<String> {
@@ -248,7 +226,7 @@ async fn uploaded(
     std::fs::create_dir_all(volume).expect("volume");
     let logs = fap_warehouse::cli::gen_logs(&volume.join("../in"), n, 20_000, seed).expect("logs");
     let user: String = sqlx::query_scalar(
-        "INSERT INTO users (email, password_hash) VALUES ('least@example.com', 'x') RETURNING id::text",
+        "INSERT INTO users (email, password_hash) VALUES ('driver@example.com', 'x') RETURNING id::text",
     )
     .fetch_one(&mut conn)
     .await
