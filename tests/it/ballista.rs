@@ -109,14 +109,6 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("address")
-        .port()
-}
-
 /// Starts `fap-warehouse <args>` with its stderr in `log`.
 fn spawn(args: &[&str], log: PathBuf) -> Process {
     let file = std::fs::File::create(&log).expect("log file");
@@ -154,7 +146,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path) -> Self {
-        let port = free_port();
+        let port = crate::common::free_port();
         let scheduler = format!("127.0.0.1:{port}");
         let sched = spawn(
             &[
@@ -170,8 +162,8 @@ impl Cluster {
         let executors: Vec<Process> = (0..2)
             .map(|i| {
                 let (flight, grpc) = (
-                    format!("127.0.0.1:{}", free_port()),
-                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", crate::common::free_port()),
+                    format!("127.0.0.1:{}", crate::common::free_port()),
                 );
                 let work = dir.join(format!("executor-{i}"));
                 spawn(
@@ -327,7 +319,10 @@ fn a_cluster_run_writes_what_a_local_run_writes() {
         .collect();
     let (code, _, err) = run_job(
         &small.join("wh"),
-        &["--engine", &format!("ballista://127.0.0.1:{}", free_port())],
+        &[
+            "--engine",
+            &format!("ballista://127.0.0.1:{}", crate::common::free_port()),
+        ],
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot reach the Ballista scheduler"), "{err}");

@@ -122,3 +122,12 @@ pub async fn run_while_listening(args: Vec<String>) -> (i32, String, Vec<(String
     }
     (code, format!("{stdout}{stderr}"), all)
 }
+
+/// A port nothing listens on now (for servers the tests start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("address")
+        .port()
+}

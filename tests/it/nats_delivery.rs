@@ -207,21 +207,13 @@ impl Drop for OwnServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("address")
-        .port()
-}
-
 /// Core NATS delivery once lied after a quick server restart: the run
 /// exited 0 and recorded every result as held, yet most never arrived, and
 /// the next run sent none of them. Over two runs, now, nothing is lost.
 #[tokio::test]
 async fn regression_a_server_restart_during_delivery_loses_nothing_over_two_runs() {
     let s = setup(60, 34);
-    let port = free_port();
+    let port = crate::common::free_port();
     let mut server = OwnServer::start(port);
     let listener = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()

@@ -187,12 +187,7 @@ async fn full_cycle_with_the_backends_database() {
     assert!(err.contains("skipped"), "{err}");
     drop(holder);
 
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA {schema} CASCADE; DROP SCHEMA {state} CASCADE"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("cleanup");
+    drop_schemas(&mut conn, &schema, &state).await;
 }
 
 #[test]
@@ -350,12 +345,7 @@ async fn regression_a_lost_run_lock_stops_the_run_before_publishing() {
     .await
     .expect("stale row");
     assert_eq!(stale, "abandoned");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA {schema} CASCADE; DROP SCHEMA {state} CASCADE"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("cleanup");
+    drop_schemas(&mut conn, &schema, &state.to_string()).await;
 }
 
 /// Regression: a role that could only read the backend's tables could not
@@ -416,6 +406,16 @@ async fn regression_a_least_privilege_role_runs() {
         "DROP SCHEMA {schema} CASCADE; DROP SCHEMA {state} CASCADE; DROP ROLE {role}"
     )))
     .execute(&mut conn)
+    .await
+    .expect("cleanup");
+}
+
+/// Drops a test's backend schema and fap-warehouse's state schema.
+async fn drop_schemas(conn: &mut PgConnection, schema: &str, state: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA {schema} CASCADE; DROP SCHEMA {state} CASCADE"
+    )))
+    .execute(conn)
     .await
     .expect("cleanup");
 }
