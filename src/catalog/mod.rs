@@ -394,11 +394,29 @@ impl Catalog {
     }
 
     /// Records delivered results as consumers hold them, the way the backend
-    /// applies them, in one transaction (embedded only). Rows go a few
-    /// hundred per statement: one statement per result costs more than the
-    /// analysis of its log.
+    /// applies them, in one transaction (embedded only).
     pub async fn apply_results(&self, results: &[&Delivered], version: &str) -> Result<()> {
-        let pool = self.embedded()?;
+        let mut held = self.begin_held().await?;
+        held.apply(results, version).await?;
+        held.commit().await
+    }
+
+    /// Starts recording delivered results (embedded only): what is applied
+    /// counts once [`HeldUpdate::commit`] returns; dropped, it counts for
+    /// nothing and the next run sends those results again.
+    pub async fn begin_held(&self) -> Result<HeldUpdate> {
+        Ok(HeldUpdate(self.embedded()?.begin().await?))
+    }
+}
+
+/// Delivered results being recorded, in one transaction: one commit (one
+/// sync of the database) for a whole outbox.
+pub struct HeldUpdate(sqlx::Transaction<'static, sqlx::Sqlite>);
+
+impl HeldUpdate {
+    /// Applies `results`. Rows go a few hundred per statement: one statement
+    /// per result costs more than the analysis of its log.
+    pub async fn apply(&mut self, results: &[&Delivered], version: &str) -> Result<()> {
         let analyses: Vec<&DeliveredAnalysis> = results
             .iter()
             .filter_map(|r| match r {
@@ -413,15 +431,17 @@ impl Catalog {
                 Delivered::Analysis(_) => None,
             })
             .collect();
-        let mut tx = pool.begin().await?;
         for chunk in analyses.chunks(ROWS_PER_STATEMENT) {
-            apply_analysis_results(&mut tx, chunk, version).await?;
+            apply_analysis_results(&mut self.0, chunk, version).await?;
         }
         for chunk in averages.chunks(ROWS_PER_STATEMENT) {
-            apply_average_results(&mut tx, chunk).await?;
+            apply_average_results(&mut self.0, chunk).await?;
         }
-        tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.0.commit().await?)
     }
 }
 

@@ -11,15 +11,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
-use datafusion::arrow::compute::nullif;
+use datafusion::arrow::compute::{concat_batches, nullif};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 
 use super::JobError;
 use super::plan::RunPlan;
 use super::snapshot::{Staging, Table, keep_unless};
+use super::timing::Timings;
 use crate::analysis::engine::Engine;
 use crate::analysis::engine::Target;
 use crate::analysis::jsonb::result_hash;
@@ -37,9 +39,10 @@ pub struct Analysed {
     pub failed: usize,
     /// How many logs failed, by message.
     pub failures: BTreeMap<String, usize>,
+    pub timings: Timings,
 }
 
-/// Results gathered per run of the snapshot models.
+/// Results gathered per run of the snapshot models (each run has a cost).
 const SNAPSHOT_ROWS: usize = 4096;
 
 /// The columns the job adds to `log_analysis` rows.
@@ -141,11 +144,13 @@ pub async fn analyse(
             let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
             let writer = AnalysisWriter::new(&schema)?;
             // The engine emits each log as it ends: gather a few thousand
-            // before running the snapshot models, whose every run has a cost.
+            // before running the snapshot models.
             let mut pending: Vec<RecordBatch> = Vec::new();
             let mut rows = 0;
             loop {
+                let t = Instant::now();
                 let next = stream.try_next().await?;
+                analysed.timings.add("engine", t);
                 if let Some(batch) = &next {
                     rows += batch.num_rows();
                     pending.push(batch.clone());
@@ -160,16 +165,24 @@ pub async fn analyse(
                     continue;
                 }
                 if rows > 0 {
-                    let batch = datafusion::arrow::compute::concat_batches(&schema, &pending)?;
+                    let batch = concat_batches(&schema, &pending)?;
                     pending.clear();
                     rows = 0;
+                    let t = Instant::now();
                     let results = with_json(&writer, &batch, &mut analysed)?;
-                    for rows in models.run(&models.analysis, &results).await? {
+                    analysed.timings.add("json", t);
+                    let t = Instant::now();
+                    let analysis_rows = models.run(&models.analysis, &results).await?;
+                    let band_rows = models.run(&models.bands, &results).await?;
+                    analysed.timings.add("models", t);
+                    let t = Instant::now();
+                    for rows in analysis_rows {
                         staging.write(Table::Analysis, &rows)?;
                     }
-                    for rows in models.run(&models.bands, &results).await? {
+                    for rows in band_rows {
                         staging.write(Table::FuelBySpeedBand, &rows)?;
                     }
+                    analysed.timings.add("write", t);
                 }
                 if next.is_none() {
                     break;
@@ -178,6 +191,7 @@ pub async fn analyse(
             (models.analysis_schema(), models.bands_schema())
         }
     };
+    let t = Instant::now();
     let superseded = Arc::new(plan.superseded.clone());
     staging.close_table(
         Table::Analysis,
@@ -189,17 +203,17 @@ pub async fn analyse(
         &bands_schema,
         &keep_unless("analysis_id", superseded),
     )?;
+    analysed.timings.add("close", t);
     Ok(analysed)
 }
 
 /// The schemas of the parent's `analysis` and `fuel_by_speed_band` tables.
 fn parent_schemas(staging: &Staging) -> Option<(SchemaRef, SchemaRef)> {
     let parent = staging.parent()?;
-    let schema = |table: Table| -> Option<SchemaRef> {
-        let path = (0..super::snapshot::BUCKETS).find_map(|b| parent.file(table, b))?;
-        super::snapshot::parquet_schema(&path).ok()
-    };
-    Some((schema(Table::Analysis)?, schema(Table::FuelBySpeedBand)?))
+    Some((
+        parent.schema(Table::Analysis)?,
+        parent.schema(Table::FuelBySpeedBand)?,
+    ))
 }
 
 /// `log_analysis` rows plus `analysis_json` and `result_sha256`; the metrics

@@ -31,7 +31,7 @@ use super::diff::Outgoing;
 use super::snapshot::{self, SnapshotError, Table, read_parquet};
 use crate::analysis::average::GroupKey;
 use crate::analysis::message;
-use crate::catalog::{Catalog, Delivered, DeliveredAnalysis, DeliveredAverage};
+use crate::catalog::{Catalog, Delivered, DeliveredAnalysis, DeliveredAverage, HeldUpdate};
 
 /// The two result subjects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,18 +145,17 @@ pub async fn deliver(
             );
         }
         None => {
-            let path = write_outbox(warehouse, dir, snapshot_id, outgoing)?;
-            tracing::debug!(path = %path.display(), "outbox written");
-            // The outbox exists whole: its results are now held.
-            if catalog.is_embedded() {
-                for bucket in 0..snapshot::BUCKETS {
-                    let messages = bucket_messages(dir, bucket, outgoing)?;
-                    for chunk in messages.chunks(1000) {
-                        let held: Vec<&Delivered> = chunk.iter().map(|m| &m.record).collect();
-                        catalog.apply_results(&held, super::VERSION).await?;
-                    }
-                }
+            // Recorded as held in the same pass, committed once the outbox
+            // exists whole (a run that dies before sends them again).
+            let mut held = match catalog.is_embedded() {
+                true => Some(catalog.begin_held().await?),
+                false => None,
+            };
+            let path = write_outbox(warehouse, dir, snapshot_id, outgoing, held.as_mut()).await?;
+            if let Some(held) = held {
+                held.commit().await?;
             }
+            tracing::debug!(path = %path.display(), "outbox written");
             delivered.outbox = Some(path);
         }
     }
@@ -316,12 +315,14 @@ fn date(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
     Some(date.format("%Y-%m-%d").to_string())
 }
 
-/// Writes the outbox of one run; returns its path.
-fn write_outbox(
+/// Writes the outbox of one run, applying its results to `held` bucket by
+/// bucket; returns its path.
+async fn write_outbox(
     warehouse: &Path,
     dir: &Path,
     snapshot_id: &str,
     outgoing: &Outgoing,
+    mut held: Option<&mut HeldUpdate>,
 ) -> Result<PathBuf, DeliveryError> {
     let outbox = warehouse.join("outbox");
     let path = outbox.join(format!("{snapshot_id}.jsonl"));
@@ -333,7 +334,8 @@ fn write_outbox(
     std::fs::create_dir_all(&outbox).map_err(err)?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
     for bucket in 0..snapshot::BUCKETS {
-        for m in bucket_messages(dir, bucket, outgoing)? {
+        let messages = bucket_messages(dir, bucket, outgoing)?;
+        for m in &messages {
             writeln!(
                 file,
                 "{{\"subject\":\"{}\",\"payload\":{}}}",
@@ -341,6 +343,10 @@ fn write_outbox(
                 m.payload
             )
             .map_err(err)?;
+        }
+        if let Some(held) = held.as_deref_mut() {
+            let records: Vec<&Delivered> = messages.iter().map(|m| &m.record).collect();
+            held.apply(&records, super::VERSION).await?;
         }
     }
     let file = file.into_inner().map_err(|e| err(e.into_error()))?;

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 use super::JobError;
 use super::plan::RunPlan;
 use super::snapshot::{self, Staging, Table, keep_unless, read_parquet};
+use super::timing::Timings;
 use crate::analysis::average::{Averager, GroupKey, average_objects, members_from_json};
 use crate::analysis::engine::Engine;
 use crate::analysis::jsonb;
@@ -33,6 +35,7 @@ use crate::catalog::{Catalog, CatalogIndex, col};
 pub struct Grouped {
     /// Groups whose average this run computed.
     pub recomputed: usize,
+    pub timings: Timings,
 }
 
 /// The membership models, planned once.
@@ -94,6 +97,30 @@ pub async fn group(
     plan: &RunPlan,
     staging: &mut Staging,
 ) -> Result<Grouped, JobError> {
+    let mut grouped = Grouped::default();
+    let t = Instant::now();
+    // Nobody's analyses changed: the parent's averages stand, no plan to make.
+    let parent_schemas = staging.parent().and_then(|p| {
+        Some((
+            p.schema(Table::Average)?,
+            p.schema(Table::AverageFuelBySpeedBand)?,
+        ))
+    });
+    if let (true, Some((average, bands))) = (plan.changed_users.is_empty(), parent_schemas) {
+        let nobody = Arc::new(HashSet::new());
+        staging.close_table(
+            Table::Average,
+            &average,
+            &keep_unless("user_id", nobody.clone()),
+        )?;
+        staging.close_table(
+            Table::AverageFuelBySpeedBand,
+            &bands,
+            &keep_unless("user_id", nobody),
+        )?;
+        grouped.timings.add("close", t);
+        return Ok(grouped);
+    }
     // Averages never read the object as sent: leave its column on disk.
     let analysis_schema = without(&table_schema(staging, Table::Analysis)?, "analysis_json");
     let analysis_columns: Vec<String> = analysis_schema
@@ -121,7 +148,7 @@ pub async fn group(
         .collect();
 
     let changed = &plan.changed_users;
-    let mut grouped = Grouped::default();
+    grouped.timings.add("prepare", t);
     let mut buckets: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
     for user in changed {
         buckets
@@ -138,6 +165,7 @@ pub async fn group(
         let mut bands = Vec::new();
         let mut chunk = Vec::new();
         let mut rows = 0;
+        let t = Instant::now();
         while chunk_start < bucket_list.len() && (chunk.is_empty() || rows < CHUNK_ANALYSES) {
             let bucket = bucket_list[chunk_start];
             chunk_start += 1;
@@ -158,6 +186,8 @@ pub async fn group(
             )?);
             chunk.push(bucket);
         }
+        grouped.timings.add("read", t);
+        let t = Instant::now();
         // Membership (SQL), plus the held objects of this chunk's users.
         let keys = membership.run(&membership.keys, &analysis, &bands).await?;
         let members = membership
@@ -188,11 +218,15 @@ pub async fn group(
             members.push(rows);
             member_bands.push(band_rows);
         }
+        grouped.timings.add("members", t);
+        let t = Instant::now();
         let (averages, average_bands) = averager.run(members, member_bands).await?;
+        grouped.timings.add("average", t);
         if averages.num_rows() == 0 {
             continue;
         }
         grouped.recomputed += averages.num_rows();
+        let t = Instant::now();
         let shas = group_shas(&plan.catalog, &keys, &analysis, &held_keys)?;
         let objects = average_objects(&averages, &average_bands)?;
         let sha_column: StringArray = (0..averages.num_rows())
@@ -207,7 +241,9 @@ pub async fn group(
         for batch in &average_bands {
             staging.write(Table::AverageFuelBySpeedBand, batch)?;
         }
+        grouped.timings.add("write", t);
     }
+    let t = Instant::now();
     let changed = Arc::new(changed.clone());
     staging.close_table(
         Table::Average,
@@ -219,6 +255,7 @@ pub async fn group(
         &averager.bands_schema(),
         &keep_unless("user_id", changed),
     )?;
+    grouped.timings.add("close", t);
     Ok(grouped)
 }
 

@@ -27,11 +27,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -150,6 +150,12 @@ impl Parent {
     pub fn file(&self, table: Table, bucket: usize) -> Option<PathBuf> {
         let path = self.dir.join(table.name()).join(file_name(bucket));
         path.is_file().then_some(path)
+    }
+
+    /// The schema `table` was written with (from its first file).
+    pub fn schema(&self, table: Table) -> Option<SchemaRef> {
+        let path = (0..BUCKETS).find_map(|b| self.file(table, b))?;
+        parquet_schema(&path).ok()
     }
 
     /// Reads every row of `table` (only `columns`), bucket by bucket.
@@ -349,12 +355,21 @@ impl Staging {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let path = dir.join(file_name(bucket));
         let file = File::create(&path).map_err(io(&path))?;
+        // Dictionaries only for text (ids, statuses, messages repeat);
+        // metrics are mostly distinct numbers, where a dictionary costs time
+        // and saves nothing. JSON objects are unique, and their min/max
+        // statistics serve no query.
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(65_536));
-        // Every JSON object is unique: a dictionary only costs memory.
-        for column in ["analysis_json", "analysis_jsonb", "average_json"] {
-            props = props.set_column_dictionary_enabled(column.into(), false);
+            .set_max_row_group_row_count(Some(65_536))
+            .set_dictionary_enabled(false);
+        for field in schema.fields() {
+            let name = field.name().as_str();
+            if matches!(name, "analysis_json" | "analysis_jsonb" | "average_json") {
+                props = props.set_column_statistics_enabled(name.into(), EnabledStatistics::None);
+            } else if field.data_type() == &DataType::Utf8 {
+                props = props.set_column_dictionary_enabled(name.into(), true);
+            }
         }
         let props = props.build();
         Ok(entry.insert(ArrowWriter::try_new(file, schema.clone(), Some(props))?))
@@ -409,15 +424,18 @@ impl Staging {
             .filter(|k| k.0 == table)
             .copied()
             .collect();
+        let mut files = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(writer) = self.writers.remove(&key) {
-                let file = writer.into_inner()?;
-                file.sync_all().map_err(io(&dir))?;
-                let bytes = file.metadata().map_or(0, |m| m.len());
-                let stats = self.stats.entry(table).or_default();
-                stats.files_written += 1;
-                stats.bytes_written += bytes;
+                files.push(writer.into_inner()?);
             }
+        }
+        sync_all(&files).map_err(io(&dir))?;
+        for file in &files {
+            let bytes = file.metadata().map_or(0, |m| m.len());
+            let stats = self.stats.entry(table).or_default();
+            stats.files_written += 1;
+            stats.bytes_written += bytes;
         }
         let has_files = std::fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
         if !has_files {
@@ -483,6 +501,23 @@ impl Staging {
             why,
         }
     }
+}
+
+/// Syncs `files` a few at a time: the file system commits concurrent syncs
+/// together, where one after another each waits for its own commit.
+fn sync_all(files: &[File]) -> std::io::Result<()> {
+    const AT_ONCE: usize = 8;
+    let per_thread = files.len().div_ceil(AT_ONCE).max(1);
+    std::thread::scope(|scope| {
+        let syncs: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(File::sync_all)))
+            .collect();
+        syncs.into_iter().try_for_each(|s| {
+            s.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")))
+        })
+    })
 }
 
 fn parquet_rows(path: &Path) -> Result<usize> {
