@@ -147,9 +147,10 @@ pub async fn deliver(
         None => {
             // Recorded as held in the same pass, committed once the outbox
             // exists whole (a run that dies before sends them again).
-            let mut held = match catalog.is_embedded() {
-                true => Some(catalog.begin_held().await?),
-                false => None,
+            let mut held = if catalog.is_embedded() {
+                Some(catalog.begin_held().await?)
+            } else {
+                None
             };
             let path = write_outbox(warehouse, dir, snapshot_id, outgoing, held.as_mut()).await?;
             if let Some(held) = held {

@@ -107,17 +107,7 @@ pub async fn group(
         ))
     });
     if let (true, Some((average, bands))) = (plan.changed_users.is_empty(), parent_schemas) {
-        let nobody = Arc::new(HashSet::new());
-        staging.close_table(
-            Table::Average,
-            &average,
-            &keep_unless("user_id", nobody.clone()),
-        )?;
-        staging.close_table(
-            Table::AverageFuelBySpeedBand,
-            &bands,
-            &keep_unless("user_id", nobody),
-        )?;
+        close_averages(staging, &average, &bands, HashSet::new())?;
         grouped.timings.add("close", t);
         return Ok(grouped);
     }
@@ -244,19 +234,36 @@ pub async fn group(
         grouped.timings.add("write", t);
     }
     let t = Instant::now();
-    let changed = Arc::new(changed.clone());
-    staging.close_table(
-        Table::Average,
+    close_averages(
+        staging,
         &snapshot_average.schema(),
-        &keep_unless("user_id", changed.clone()),
-    )?;
-    staging.close_table(
-        Table::AverageFuelBySpeedBand,
         &averager.bands_schema(),
-        &keep_unless("user_id", changed),
+        changed.clone(),
     )?;
     grouped.timings.add("close", t);
     Ok(grouped)
+}
+
+/// Closes the two average tables: the parent's rows are kept except those
+/// of `recomputed` users (schemas are used when a table has no row at all).
+fn close_averages(
+    staging: &mut Staging,
+    average: &SchemaRef,
+    bands: &SchemaRef,
+    recomputed: HashSet<String>,
+) -> Result<(), JobError> {
+    let recomputed = Arc::new(recomputed);
+    staging.close_table(
+        Table::Average,
+        average,
+        &keep_unless("user_id", recomputed.clone()),
+    )?;
+    staging.close_table(
+        Table::AverageFuelBySpeedBand,
+        bands,
+        &keep_unless("user_id", recomputed),
+    )?;
+    Ok(())
 }
 
 /// Analyses averaged per run of the plans, at most (about).
