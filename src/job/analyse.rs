@@ -42,7 +42,7 @@ pub struct Analysed {
     pub timings: Timings,
 }
 
-/// Results gathered per run of the snapshot models (each run has a cost).
+/// Results gathered per run of the snapshot models.
 const SNAPSHOT_ROWS: usize = 4096;
 
 /// The columns the job adds to `log_analysis` rows.
@@ -144,7 +144,7 @@ pub async fn analyse(
             let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
             let writer = AnalysisWriter::new(&schema)?;
             // The engine emits each log as it ends: gather a few thousand
-            // before running the snapshot models.
+            // before running the snapshot models, whose every run has a cost.
             let mut pending: Vec<RecordBatch> = Vec::new();
             let mut rows = 0;
             loop {

@@ -100,13 +100,13 @@ pub async fn group(
     let mut grouped = Grouped::default();
     let t = Instant::now();
     // Nobody's analyses changed: the parent's averages stand, no plan to make.
-    let parent_schemas = staging.parent().and_then(|p| {
-        Some((
-            p.schema(Table::Average)?,
-            p.schema(Table::AverageFuelBySpeedBand)?,
-        ))
-    });
-    if let (true, Some((average, bands))) = (plan.changed_users.is_empty(), parent_schemas) {
+    if plan.changed_users.is_empty()
+        && let Some(parent) = staging.parent()
+        && let (Some(average), Some(bands)) = (
+            parent.schema(Table::Average),
+            parent.schema(Table::AverageFuelBySpeedBand),
+        )
+    {
         close_averages(staging, &average, &bands, HashSet::new())?;
         grouped.timings.add("close", t);
         return Ok(grouped);

@@ -214,13 +214,6 @@ async fn run_stages(
     let started_at = chrono::Utc::now();
     tracing::debug!("run started");
     let mut durations = serde_json::Map::new();
-    let timed =
-        |durations: &mut serde_json::Map<String, serde_json::Value>, name: &str, since: Instant| {
-            durations.insert(
-                format!("{name}_ms"),
-                json!(since.elapsed().as_millis() as u64),
-            );
-        };
 
     // 1. Plan: what changed since the parent snapshot.
     let t = Instant::now();
@@ -239,7 +232,7 @@ async fn run_stages(
     summary.missing_files = plan.missing.clone();
     summary.orphan_files = plan.orphans.clone();
     summary.users_changed = plan.changed_users.len();
-    timed(&mut durations, "plan", t);
+    timing::record(&mut durations, "plan", t);
     tracing::info!(
         logs = plan.catalog.len(),
         analyse = plan.to_analyse.len(),
@@ -271,13 +264,8 @@ async fn run_stages(
     summary.analysed = analysed.logs;
     summary.input_bytes = analysed.bytes;
     summary.analyse_seconds = t.elapsed().as_secs_f64();
-    timed(&mut durations, "analyse", t);
-    durations.extend(
-        analysed
-            .timings
-            .millis("analyse")
-            .map(|(k, v)| (k, json!(v))),
-    );
+    timing::record(&mut durations, "analyse", t);
+    analysed.timings.record("analyse", &mut durations);
     tracing::info!(
         logs = analysed.logs,
         failed = analysed.failed,
@@ -290,8 +278,8 @@ async fn run_stages(
     let t = Instant::now();
     let grouped = group::group(engine, catalog, &plan, &mut staging).await?;
     summary.groups_recomputed = grouped.recomputed;
-    timed(&mut durations, "group", t);
-    durations.extend(grouped.timings.millis("group").map(|(k, v)| (k, json!(v))));
+    timing::record(&mut durations, "group", t);
+    grouped.timings.record("group", &mut durations);
     tracing::debug!(recomputed = grouped.recomputed, "groups averaged");
 
     // 4. What consumers lack.
@@ -303,7 +291,7 @@ async fn run_stages(
     summary.groups = outgoing.groups;
     summary.analysis_messages = outgoing.analyses.len();
     summary.average_messages = outgoing.averages.len();
-    timed(&mut durations, "diff", t);
+    timing::record(&mut durations, "diff", t);
     tracing::debug!("changes found");
 
     // 5. Snapshot (an experiment gets its change report).

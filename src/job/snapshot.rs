@@ -424,18 +424,15 @@ impl Staging {
             .filter(|k| k.0 == table)
             .copied()
             .collect();
-        let mut files = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(writer) = self.writers.remove(&key) {
-                files.push(writer.into_inner()?);
+                let file = writer.into_inner()?;
+                file.sync_all().map_err(io(&dir))?;
+                let bytes = file.metadata().map_or(0, |m| m.len());
+                let stats = self.stats.entry(table).or_default();
+                stats.files_written += 1;
+                stats.bytes_written += bytes;
             }
-        }
-        sync_all(&files).map_err(io(&dir))?;
-        for file in &files {
-            let bytes = file.metadata().map_or(0, |m| m.len());
-            let stats = self.stats.entry(table).or_default();
-            stats.files_written += 1;
-            stats.bytes_written += bytes;
         }
         let has_files = std::fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
         if !has_files {
@@ -501,23 +498,6 @@ impl Staging {
             why,
         }
     }
-}
-
-/// Syncs `files` a few at a time: the file system commits concurrent syncs
-/// together, where one after another each waits for its own commit.
-fn sync_all(files: &[File]) -> std::io::Result<()> {
-    const AT_ONCE: usize = 8;
-    let per_thread = files.len().div_ceil(AT_ONCE).max(1);
-    std::thread::scope(|scope| {
-        let syncs: Vec<_> = files
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(File::sync_all)))
-            .collect();
-        syncs.into_iter().try_for_each(|s| {
-            s.join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")))
-        })
-    })
 }
 
 fn parquet_rows(path: &Path) -> Result<usize> {

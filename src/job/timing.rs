@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value};
+
 /// Time spent per step of a stage, summed over its calls.
 #[derive(Debug, Default, Clone)]
 pub struct Timings(BTreeMap<&'static str, Duration>);
@@ -14,10 +16,19 @@ impl Timings {
         *self.0.entry(step).or_default() += since.elapsed();
     }
 
-    /// `(<stage>_<step>_ms, milliseconds)` for each step.
-    pub fn millis<'a>(&'a self, stage: &'a str) -> impl Iterator<Item = (String, u64)> + 'a {
-        self.0
-            .iter()
-            .map(move |(step, d)| (format!("{stage}_{step}_ms"), d.as_millis() as u64))
+    /// Writes `<stage>_<step>_ms` for each step into `durations`.
+    pub fn record(&self, stage: &str, durations: &mut Map<String, Value>) {
+        for (step, d) in &self.0 {
+            durations.insert(format!("{stage}_{step}_ms"), Value::from(millis(*d)));
+        }
     }
+}
+
+/// Writes `<stage>_ms`, the time since `since`, into `durations`.
+pub fn record(durations: &mut Map<String, Value>, stage: &str, since: Instant) {
+    durations.insert(format!("{stage}_ms"), Value::from(millis(since.elapsed())));
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
