@@ -16,7 +16,9 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
     RecordBatch, StringBuilder,
 };
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::compute::{
+    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use futures::TryStreamExt;
 use serde_json::{Map, Value};
@@ -274,7 +276,7 @@ pub struct Averager {
 
 impl Averager {
     pub async fn new(engine: &Engine, members: SchemaRef, member_bands: SchemaRef) -> Result<Self> {
-        let ctx = engine.context();
+        let ctx = engine.serial_context();
         register_input(&ctx, "group_members", &members, vec![])?;
         register_input(&ctx, "group_member_bands", &member_bands, vec![])?;
         engine.register_model(&ctx, "group_average").await?;
@@ -312,11 +314,17 @@ impl Averager {
 
     /// The averages of the groups in `members` and `member_bands`: one
     /// `group_average` row per group, and its speed bands.
+    ///
+    /// Members are averaged in `analysis_id` order, whatever order they come
+    /// in: a float sum depends on its order, and a group's average must not
+    /// depend on which run (full, incremental, live) computed it.
     pub async fn run(
         &self,
         members: Vec<RecordBatch>,
         member_bands: Vec<RecordBatch>,
     ) -> Result<(RecordBatch, Vec<RecordBatch>)> {
+        let members = in_id_order(&self.members, &members)?;
+        let member_bands = in_id_order(&self.member_bands, &member_bands)?;
         let averages = self
             .averages
             .execute(&[Input::Table(self.members.clone(), members)])?;
@@ -329,6 +337,23 @@ impl Averager {
             .await?;
         Ok((concat_batches(&schema, &averages)?, bands))
     }
+}
+
+/// `batches` as one batch sorted by `analysis_id` (rows of one id keep
+/// their order: they belong to different groups or bands).
+fn in_id_order(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    let all = concat_batches(schema, batches)?;
+    let ids = all
+        .column_by_name("analysis_id")
+        .ok_or_else(|| EngineError::Request("members have no analysis_id".into()))?;
+    let order = lexsort_to_indices(
+        &[SortColumn {
+            values: ids.clone(),
+            options: None,
+        }],
+        None,
+    )?;
+    Ok(vec![take_record_batch(&all, &order)?])
 }
 
 /// The average object of each row of `averages` as sent, its speed bands
@@ -472,7 +497,8 @@ pub async fn answer_all(averager: &Averager, payloads: &[Value]) -> Result<Vec<V
             month: None,
         };
         for (n, analysis) in request.analyses.iter().enumerate() {
-            members.push((key.clone(), format!("{index}-{n}"), analysis));
+            // Ids sort in request order: the order the members are summed in.
+            members.push((key.clone(), format!("{index:06}-{n:06}"), analysis));
         }
     }
     let (rows, bands) = members_from_json(

@@ -163,7 +163,18 @@ impl Engine {
     /// A local context with the project's functions and object stores
     /// registered.
     pub fn context(&self) -> SessionContext {
-        let ctx = SessionContext::new_with_config(self.config());
+        self.context_with(self.config())
+    }
+
+    /// A local context whose plans run in one partition: rows reach each
+    /// aggregate in the order given, so a float sum is the same on every
+    /// run (the averages).
+    pub fn serial_context(&self) -> SessionContext {
+        self.context_with(self.config().with_target_partitions(1))
+    }
+
+    fn context_with(&self, config: SessionConfig) -> SessionContext {
+        let ctx = SessionContext::new_with_config(config);
         functions::register(&ctx);
         for (url, store) in &self.stores {
             ctx.register_object_store(url.as_ref(), store.clone());

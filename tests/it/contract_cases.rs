@@ -440,3 +440,47 @@ fn generated_logs_are_written_where_asked() {
         assert!(Path::new(p).metadata().expect("exists").len() > 10_000);
     }
 }
+
+/// A float sum depends on its order: 1e16 + 1 - 1e16 is 0 or 2 one way and
+/// 1 the other. The same members, given in another order (as an
+/// incremental run and a full run give them), must average the same.
+#[tokio::test]
+async fn an_average_does_not_depend_on_the_order_of_its_members() {
+    use fap_warehouse::analysis::average::{
+        Averager, GroupKey, average_objects, members_from_json,
+    };
+    let object = |km: f64| serde_json::json!({"overall": {"distance_km": km, "date": {"date": "2026-03-04"}}});
+    let (a, b, c) = (object(1e16), object(1.0), object(-1e16));
+    let engine = Engine::new(Models::embedded());
+    let averager = Averager::for_requests(&engine).await.expect("planned");
+    let key = GroupKey::all_for("u", Some("2026-03-04")).remove(0);
+    let mut distances = Vec::new();
+    for order in [
+        [("a", &a), ("b", &b), ("c", &c)],
+        [("c", &c), ("a", &a), ("b", &b)],
+        [("a", &a), ("c", &c), ("b", &b)],
+    ] {
+        let members: Vec<(GroupKey, String, &Value)> = order
+            .iter()
+            .map(|(id, object)| (key.clone(), id.to_string(), *object))
+            .collect();
+        let (rows, bands) = members_from_json(
+            &members,
+            averager.members_schema(),
+            averager.member_bands_schema(),
+        )
+        .expect("members");
+        let (averages, band_rows) = averager
+            .run(vec![rows], vec![bands])
+            .await
+            .expect("averaged");
+        let objects = average_objects(&averages, &band_rows).expect("objects");
+        let average: Value = serde_json::from_str(&objects[0]).expect("json");
+        distances.push(average["overall"]["distance_km"].clone());
+    }
+    assert!(distances[0].is_number(), "{distances:?}");
+    assert!(
+        distances.iter().all(|d| d == &distances[0]),
+        "{distances:?}"
+    );
+}
