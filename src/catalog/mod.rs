@@ -100,6 +100,17 @@ impl CatalogIndex {
         self.by_id.get(id).copied()
     }
 
+    /// The rows of these ids (those the catalog has), as one batch.
+    pub fn rows_of<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+        let rows: datafusion::arrow::array::UInt32Array = ids
+            .filter_map(|id| self.row(id).map(|r| r as u32))
+            .collect();
+        datafusion::arrow::compute::take_record_batch(&self.batch, &rows)
+    }
+
     /// Column `column` (see [`Self::schema`]) of row `row`.
     pub fn get(&self, row: usize, column: usize) -> &str {
         use datafusion::arrow::array::AsArray;

@@ -6,17 +6,23 @@
 //! bytes a group's `analysisSha` hashes) and the hash change detection
 //! compares (`result_sha256`), written straight from the columns; then the snapshot
 //! models (`snapshot_analysis.sql`, `fuel_by_speed_band.sql`) shape the
-//! analyst's tables, planned once and run on each batch. Nothing is held
-//! beyond the batch in flight.
+//! analyst's tables, planned once and run on each chunk of a few hundred
+//! logs. A task gathers the engine's results a few chunks ahead, so the
+//! engine never waits on the writer; nothing more is held.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringBuilder,
+};
 use datafusion::arrow::compute::{concat_batches, nullif};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::SendableRecordBatchStream;
 use futures::TryStreamExt;
+use tokio::sync::{mpsc, oneshot};
 
 use super::JobError;
 use super::plan::RunPlan;
@@ -42,8 +48,52 @@ pub struct Analysed {
     pub timings: Timings,
 }
 
-/// Results gathered per run of the snapshot models.
-const SNAPSHOT_ROWS: usize = 4096;
+/// Results gathered per run of the snapshot models: small enough that
+/// shaping and writing them overlaps the engine, large enough to amortize
+/// each run of the models.
+const SNAPSHOT_ROWS: usize = 512;
+
+/// Chunks the engine may run ahead of the snapshot writer (bounds memory).
+const CHUNKS_AHEAD: usize = 4;
+
+/// The engine's results in chunks of about [`SNAPSHOT_ROWS`] rows, gathered
+/// by a task of its own: the engine emits each log as it ends and keeps
+/// going while the job shapes and writes the previous chunk. An engine
+/// error ends the chunks; dropping the receiver stops the engine.
+fn gather(mut stream: SendableRecordBatchStream) -> mpsc::Receiver<DFResult<RecordBatch>> {
+    let (chunks, receiver) = mpsc::channel(CHUNKS_AHEAD);
+    tokio::spawn(async move {
+        let schema = stream.schema();
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0;
+        loop {
+            let next = match stream.try_next().await {
+                Ok(next) => next,
+                Err(err) => {
+                    let _ = chunks.send(Err(err)).await;
+                    return;
+                }
+            };
+            let end = next.is_none();
+            if let Some(batch) = next {
+                rows += batch.num_rows();
+                pending.push(batch);
+            }
+            if rows > 0 && (rows >= SNAPSHOT_ROWS || end) {
+                let chunk = concat_batches(&schema, &pending).map_err(Into::into);
+                pending.clear();
+                rows = 0;
+                if chunks.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    receiver
+}
 
 /// The columns the job adds to `log_analysis` rows.
 fn results_schema(analysis: &SchemaRef) -> SchemaRef {
@@ -59,35 +109,33 @@ fn results_schema(analysis: &SchemaRef) -> SchemaRef {
 }
 
 /// The snapshot models, planned once for the whole run.
-pub struct SnapshotModels {
+pub struct SnapshotModels<'a> {
     results: SchemaRef,
+    catalog: &'a CatalogIndex,
     analysis: Prepared,
     bands: Prepared,
 }
 
-impl SnapshotModels {
+impl<'a> SnapshotModels<'a> {
     /// Plans `snapshot_analysis` and `fuel_by_speed_band` over `results`
-    /// rows of `log_analysis` schema `analysis` and the catalog.
+    /// rows of `log_analysis` schema `analysis` and the catalog. A run
+    /// handles a few hundred rows: one partition, no exchange between them.
     pub async fn prepare(
         engine: &Engine,
         analysis: &SchemaRef,
-        catalog: &CatalogIndex,
+        catalog: &'a CatalogIndex,
     ) -> Result<Self, JobError> {
         let results = results_schema(analysis);
-        let ctx = engine.context();
+        let ctx = engine.serial_context();
         register_input(&ctx, "results", &results, vec![])?;
-        register_input(
-            &ctx,
-            "catalog",
-            &CatalogIndex::schema(),
-            vec![catalog.batch.clone()],
-        )?;
+        register_input(&ctx, "catalog", &CatalogIndex::schema(), vec![])?;
         engine.register_model(&ctx, "snapshot_analysis").await?;
         engine.register_model(&ctx, "fuel_by_speed_band").await?;
         Ok(Self {
             analysis: Prepared::new(&ctx, "snapshot_analysis").await?,
             bands: Prepared::new(&ctx, "fuel_by_speed_band").await?,
             results,
+            catalog,
         })
     }
 
@@ -99,25 +147,39 @@ impl SnapshotModels {
         self.bands.plan().schema()
     }
 
+    /// Runs both models on `results`, joined with the catalog rows of
+    /// their logs only (a join with the whole catalog per chunk would cost
+    /// chunks × catalog).
     async fn run(
         &self,
-        prepared: &Prepared,
         results: &RecordBatch,
-    ) -> Result<Vec<RecordBatch>, JobError> {
-        let stream =
-            prepared.execute(&[Input::Table(self.results.clone(), vec![results.clone()])])?;
-        Ok(stream.try_collect().await?)
+    ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>), JobError> {
+        let ids = results
+            .column_by_name("log_id")
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| DataFusionError::Internal("results without log_id".into()))?;
+        let catalog = self.catalog.rows_of(ids.iter().flatten())?;
+        let inputs = [
+            Input::Table(self.results.clone(), vec![results.clone()]),
+            Input::Table(CatalogIndex::schema(), vec![catalog]),
+        ];
+        let analysis = self.analysis.execute(&inputs)?.try_collect().await?;
+        let bands = self.bands.execute(&inputs)?.try_collect().await?;
+        Ok((analysis, bands))
     }
 }
 
 /// Analyses `plan.to_analyse` into `staging` (tables `analysis` and
-/// `fuel_by_speed_band`, closed on return).
+/// `fuel_by_speed_band`, closed on return). The schemas of the two tables
+/// go to `schemas` as soon as they are known (when there is anything to
+/// analyse), so the next stage can plan while the engine runs.
 pub async fn analyse(
     engine: &Engine,
     plan: &RunPlan,
     volume: &Volume,
     staging: &mut Staging,
     progress: Arc<ScanProgress>,
+    schemas: oneshot::Sender<(SchemaRef, SchemaRef)>,
 ) -> Result<Analysed, JobError> {
     let logs = engine
         .log_set(volume.url().clone(), plan.to_analyse.clone())
@@ -139,54 +201,37 @@ pub async fn analyse(
         // Nothing to analyse: no plan to make, the parent has the schemas.
         Some(schemas) if logs.logs() == 0 => schemas,
         _ => {
-            let mut stream = engine.analyse_stream(logs).await?;
+            let stream = engine.analyse_stream(logs).await?;
             let schema = stream.schema();
+            let mut chunks = gather(stream);
             let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
             let writer = AnalysisWriter::new(&schema)?;
-            // The engine emits each log as it ends: gather a few thousand
-            // before running the snapshot models, whose every run has a cost.
-            let mut pending: Vec<RecordBatch> = Vec::new();
-            let mut rows = 0;
+            let _ = schemas.send((models.analysis_schema(), models.bands_schema()));
             loop {
                 let t = Instant::now();
-                let next = stream.try_next().await?;
+                let next = chunks.recv().await.transpose()?;
                 analysed.timings.add("engine", t);
-                if let Some(batch) = &next {
-                    rows += batch.num_rows();
-                    pending.push(batch.clone());
-                    if let Some(sizes) = &remote_sizes {
-                        for row in 0..batch.num_rows() {
-                            let id = writer.log_id(batch, row);
-                            progress.file_done(sizes.get(id).copied().unwrap_or(0));
-                        }
+                let Some(batch) = next else { break };
+                if let Some(sizes) = &remote_sizes {
+                    for row in 0..batch.num_rows() {
+                        let id = writer.log_id(&batch, row);
+                        progress.file_done(sizes.get(id).copied().unwrap_or(0));
                     }
                 }
-                if rows < SNAPSHOT_ROWS && next.is_some() {
-                    continue;
+                let t = Instant::now();
+                let results = with_json(&writer, &batch, &mut analysed)?;
+                analysed.timings.add("json", t);
+                let t = Instant::now();
+                let (analysis_rows, band_rows) = models.run(&results).await?;
+                analysed.timings.add("models", t);
+                let t = Instant::now();
+                for rows in analysis_rows {
+                    staging.write(Table::Analysis, &rows)?;
                 }
-                if rows > 0 {
-                    let batch = concat_batches(&schema, &pending)?;
-                    pending.clear();
-                    rows = 0;
-                    let t = Instant::now();
-                    let results = with_json(&writer, &batch, &mut analysed)?;
-                    analysed.timings.add("json", t);
-                    let t = Instant::now();
-                    let analysis_rows = models.run(&models.analysis, &results).await?;
-                    let band_rows = models.run(&models.bands, &results).await?;
-                    analysed.timings.add("models", t);
-                    let t = Instant::now();
-                    for rows in analysis_rows {
-                        staging.write(Table::Analysis, &rows)?;
-                    }
-                    for rows in band_rows {
-                        staging.write(Table::FuelBySpeedBand, &rows)?;
-                    }
-                    analysed.timings.add("write", t);
+                for rows in band_rows {
+                    staging.write(Table::FuelBySpeedBand, &rows)?;
                 }
-                if next.is_none() {
-                    break;
-                }
+                analysed.timings.add("write", t);
             }
             (models.analysis_schema(), models.bands_schema())
         }

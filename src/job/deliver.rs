@@ -334,21 +334,36 @@ async fn write_outbox(
     };
     std::fs::create_dir_all(&outbox).map_err(err)?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
-    for bucket in 0..snapshot::BUCKETS {
-        let messages = bucket_messages(dir, bucket, outgoing)?;
-        for m in &messages {
-            writeln!(
-                file,
-                "{{\"subject\":\"{}\",\"payload\":{}}}",
-                m.subject.as_str(),
-                m.payload
-            )
-            .map_err(err)?;
-        }
-        if let Some(held) = held.as_deref_mut() {
-            let records: Vec<&Delivered> = messages.iter().map(|m| &m.record).collect();
-            held.apply(&records, super::VERSION).await?;
-        }
+    // The catalog applies one bucket (on its own thread) while the next is
+    // read and written.
+    let mut previous: Vec<Message> = Vec::new();
+    for bucket in 0..=snapshot::BUCKETS {
+        let records: Vec<&Delivered> = previous.iter().map(|m| &m.record).collect();
+        let apply = async {
+            match held.as_deref_mut() {
+                Some(held) if !records.is_empty() => held.apply(&records, super::VERSION).await,
+                _ => Ok(()),
+            }
+        };
+        let next = async {
+            if bucket == snapshot::BUCKETS {
+                return Ok(Vec::new());
+            }
+            let messages = bucket_messages(dir, bucket, outgoing)?;
+            for m in &messages {
+                writeln!(
+                    file,
+                    "{{\"subject\":\"{}\",\"payload\":{}}}",
+                    m.subject.as_str(),
+                    m.payload
+                )
+                .map_err(err)?;
+            }
+            Ok::<_, DeliveryError>(messages)
+        };
+        let (applied, next) = tokio::join!(apply, next);
+        applied?;
+        previous = next?;
     }
     let file = file.into_inner().map_err(|e| err(e.into_error()))?;
     file.sync_all().map_err(err)?;

@@ -240,6 +240,8 @@ pub struct Staging {
     touched: BTreeSet<usize>,
     writers: HashMap<(Table, usize), ArrowWriter<File>>,
     schemas: HashMap<Table, SchemaRef>,
+    /// Closed tables' files being synced, awaited before publishing.
+    syncs: Vec<std::thread::JoinHandle<Result<()>>>,
     /// Rows and bytes per table; files linked.
     pub stats: HashMap<Table, TableStats>,
 }
@@ -277,6 +279,7 @@ impl Staging {
             touched,
             writers: HashMap::new(),
             schemas: HashMap::new(),
+            syncs: Vec::new(),
             stats: HashMap::new(),
         })
     }
@@ -424,16 +427,26 @@ impl Staging {
             .filter(|k| k.0 == table)
             .copied()
             .collect();
+        let mut written = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(writer) = self.writers.remove(&key) {
                 let file = writer.into_inner()?;
-                file.sync_all().map_err(io(&dir))?;
                 let bytes = file.metadata().map_or(0, |m| m.len());
                 let stats = self.stats.entry(table).or_default();
                 stats.files_written += 1;
                 stats.bytes_written += bytes;
+                written.push(file);
             }
         }
+        // A sync is waiting on the disk, not work: it overlaps the next
+        // stages, and `publish` awaits it.
+        let synced = dir.clone();
+        self.syncs.push(std::thread::spawn(move || {
+            written
+                .iter()
+                .try_for_each(File::sync_all)
+                .map_err(io(&synced))
+        }));
         let has_files = std::fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
         if !has_files {
             let path = dir.join(file_name(0));
@@ -455,6 +468,10 @@ impl Staging {
         make_latest: bool,
         before_rename: impl FnOnce() -> std::result::Result<(), String>,
     ) -> Result<PathBuf> {
+        for sync in std::mem::take(&mut self.syncs) {
+            sync.join()
+                .map_err(|_| self.incomplete("a file sync panicked".into()))??;
+        }
         for table in Table::ALL {
             if self.writers.keys().any(|k| k.0 == table) {
                 return Err(self.incomplete(format!("table {} was not closed", table.name())));
