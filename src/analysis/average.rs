@@ -315,16 +315,18 @@ impl Averager {
     /// The averages of the groups in `members` and `member_bands`: one
     /// `group_average` row per group, and its speed bands.
     ///
-    /// Members are averaged in `analysis_id` order, whatever order they come
-    /// in: a float sum depends on its order, and a group's average must not
-    /// depend on which run (full, incremental, live) computed it.
+    /// Members are sorted by group, then `analysis_id`, whatever order they
+    /// come in: a float sum depends on its order, and a group's average must
+    /// not depend on which run (full or incremental, local or distributed)
+    /// computed it; groups come out in that order too. A live request's
+    /// members are numbered in its order, as the old service summed them.
     pub async fn run(
         &self,
         members: Vec<RecordBatch>,
         member_bands: Vec<RecordBatch>,
     ) -> Result<(RecordBatch, Vec<RecordBatch>)> {
-        let members = in_id_order(&self.members, &members)?;
-        let member_bands = in_id_order(&self.member_bands, &member_bands)?;
+        let members = sorted(&self.members, &members, &MEMBER_ORDER)?;
+        let member_bands = sorted(&self.member_bands, &member_bands, &BAND_ORDER)?;
         let averages = self
             .averages
             .execute(&[Input::Table(self.members.clone(), members)])?;
@@ -339,20 +341,27 @@ impl Averager {
     }
 }
 
-/// `batches` as one batch sorted by `analysis_id` (rows of one id keep
-/// their order: they belong to different groups or bands).
-fn in_id_order(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+/// The order members are averaged in (see [`Averager::run`]).
+const MEMBER_ORDER: [&str; 5] = ["user_id", "type", "year", "month", "analysis_id"];
+const BAND_ORDER: [&str; 6] = ["user_id", "type", "year", "month", "analysis_id", "band"];
+
+/// `batches` as one batch sorted by the columns `keys` (a total order on
+/// members: no two rows share them all).
+fn sorted(schema: &SchemaRef, batches: &[RecordBatch], keys: &[&str]) -> Result<Vec<RecordBatch>> {
     let all = concat_batches(schema, batches)?;
-    let ids = all
-        .column_by_name("analysis_id")
-        .ok_or_else(|| EngineError::Request("members have no analysis_id".into()))?;
-    let order = lexsort_to_indices(
-        &[SortColumn {
-            values: ids.clone(),
-            options: None,
-        }],
-        None,
-    )?;
+    let columns = keys
+        .iter()
+        .map(|key| {
+            let values = all
+                .column_by_name(key)
+                .ok_or_else(|| EngineError::Request(format!("members have no {key}")))?;
+            Ok(SortColumn {
+                values: values.clone(),
+                options: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let order = lexsort_to_indices(&columns, None)?;
     Ok(vec![take_record_batch(&all, &order)?])
 }
 
@@ -498,7 +507,7 @@ pub async fn answer_all(averager: &Averager, payloads: &[Value]) -> Result<Vec<V
         };
         for (n, analysis) in request.analyses.iter().enumerate() {
             // Ids sort in request order: the order the members are summed in.
-            members.push((key.clone(), format!("{index:06}-{n:06}"), analysis));
+            members.push((key.clone(), format!("{index:010}-{n:010}"), analysis));
         }
     }
     let (rows, bands) = members_from_json(

@@ -7,8 +7,8 @@
 //! compares (`result_sha256`), written straight from the columns; then the snapshot
 //! models (`snapshot_analysis.sql`, `fuel_by_speed_band.sql`) shape the
 //! analyst's tables, planned once and run on each chunk of a few hundred
-//! logs. A task gathers the engine's results a few chunks ahead, so the
-//! engine never waits on the writer; nothing more is held.
+//! logs. A task gathers the engine's results up to four chunks ahead of
+//! the writer, so the two overlap; nothing more is held.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{concat_batches, nullif};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::TryStreamExt;
@@ -58,41 +59,66 @@ const CHUNKS_AHEAD: usize = 4;
 
 /// The engine's results in chunks of about [`SNAPSHOT_ROWS`] rows, gathered
 /// by a task of its own: the engine emits each log as it ends and keeps
-/// going while the job shapes and writes the previous chunk. An engine
-/// error ends the chunks; dropping the receiver stops the engine.
-fn gather(mut stream: SendableRecordBatchStream) -> mpsc::Receiver<DFResult<RecordBatch>> {
-    let (chunks, receiver) = mpsc::channel(CHUNKS_AHEAD);
-    tokio::spawn(async move {
-        let schema = stream.schema();
-        let mut pending: Vec<RecordBatch> = Vec::new();
-        let mut rows = 0;
-        loop {
-            let next = match stream.try_next().await {
-                Ok(next) => next,
-                Err(err) => {
-                    let _ = chunks.send(Err(err)).await;
+/// going while the job shapes and writes earlier chunks (up to
+/// [`CHUNKS_AHEAD`] of them). Dropped, it stops the task and the engine.
+struct Chunks {
+    receiver: mpsc::Receiver<DFResult<RecordBatch>>,
+    task: Option<SpawnedTask<()>>,
+}
+
+impl Chunks {
+    fn gather(mut stream: SendableRecordBatchStream) -> Self {
+        let (chunks, receiver) = mpsc::channel(CHUNKS_AHEAD);
+        let task = SpawnedTask::spawn(async move {
+            let schema = stream.schema();
+            let mut pending: Vec<RecordBatch> = Vec::new();
+            let mut rows = 0;
+            loop {
+                let next = match stream.try_next().await {
+                    Ok(next) => next,
+                    Err(err) => {
+                        let _ = chunks.send(Err(err)).await;
+                        return;
+                    }
+                };
+                let end = next.is_none();
+                if let Some(batch) = next {
+                    rows += batch.num_rows();
+                    pending.push(batch);
+                }
+                if rows > 0 && (rows >= SNAPSHOT_ROWS || end) {
+                    let chunk = concat_batches(&schema, &pending).map_err(Into::into);
+                    pending.clear();
+                    rows = 0;
+                    if chunks.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                if end {
                     return;
                 }
-            };
-            let end = next.is_none();
-            if let Some(batch) = next {
-                rows += batch.num_rows();
-                pending.push(batch);
             }
-            if rows > 0 && (rows >= SNAPSHOT_ROWS || end) {
-                let chunk = concat_batches(&schema, &pending).map_err(Into::into);
-                pending.clear();
-                rows = 0;
-                if chunks.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-            if end {
-                return;
-            }
+        });
+        Self {
+            receiver,
+            task: Some(task),
         }
-    });
-    receiver
+    }
+
+    /// The next chunk; `None` once the engine has ended. A task that ended
+    /// any other way (a panic in the engine) is an error, never an early end
+    /// that would publish a snapshot without the rest of the logs.
+    async fn next(&mut self) -> DFResult<Option<RecordBatch>> {
+        if let Some(chunk) = self.receiver.recv().await {
+            return chunk.map(Some);
+        }
+        if let Some(task) = self.task.take() {
+            task.join()
+                .await
+                .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?;
+        }
+        Ok(None)
+    }
 }
 
 /// The columns the job adds to `log_analysis` rows.
@@ -203,13 +229,13 @@ pub async fn analyse(
         _ => {
             let stream = engine.analyse_stream(logs).await?;
             let schema = stream.schema();
-            let mut chunks = gather(stream);
+            let mut chunks = Chunks::gather(stream);
             let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
             let writer = AnalysisWriter::new(&schema)?;
             let _ = schemas.send((models.analysis_schema(), models.bands_schema()));
             loop {
                 let t = Instant::now();
-                let next = chunks.recv().await.transpose()?;
+                let next = chunks.next().await?;
                 analysed.timings.add("engine", t);
                 let Some(batch) = next else { break };
                 if let Some(sizes) = &remote_sizes {

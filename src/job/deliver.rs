@@ -163,7 +163,8 @@ pub async fn deliver(
     Ok(delivered)
 }
 
-/// The messages of one bucket: per user, analyses then averages.
+/// The messages of one bucket: per user, analyses (by id) then averages (by
+/// period), whatever order the snapshot's files hold them in.
 fn bucket_messages(
     dir: &Path,
     bucket: usize,
@@ -270,7 +271,11 @@ fn bucket_messages(
     }
     Ok(by_user
         .into_values()
-        .flat_map(|(analyses, averages)| analyses.into_iter().chain(averages))
+        .flat_map(|(mut analyses, mut averages)| {
+            analyses.sort_by(|a, b| a.record.order().cmp(&b.record.order()));
+            averages.sort_by(|a, b| a.record.order().cmp(&b.record.order()));
+            analyses.into_iter().chain(averages)
+        })
         .collect())
 }
 
@@ -334,8 +339,8 @@ async fn write_outbox(
     };
     std::fs::create_dir_all(&outbox).map_err(err)?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
-    // The catalog applies one bucket (on its own thread) while the next is
-    // read and written.
+    // The catalog's statement for one bucket runs (on SQLite's thread) while
+    // the next bucket is read and written.
     let mut previous: Vec<Message> = Vec::new();
     for bucket in 0..=snapshot::BUCKETS {
         let records: Vec<&Delivered> = previous.iter().map(|m| &m.record).collect();

@@ -350,14 +350,15 @@ fn table_schema(staging: &Staging, table: Table) -> Result<SchemaRef, JobError> 
     Ok(snapshot::parquet_schema(&path)?)
 }
 
-/// Whether two schemas have the same column names and types, in order
-/// (field metadata aside).
+/// Whether two schemas have the same columns (names, types, nullability),
+/// in order; field metadata aside.
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
     a.fields().len() == b.fields().len()
-        && a.fields()
-            .iter()
-            .zip(b.fields())
-            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
+            x.name() == y.name()
+                && x.data_type() == y.data_type()
+                && x.is_nullable() == y.is_nullable()
+        })
 }
 
 /// `schema` without the field `name`.
@@ -487,7 +488,7 @@ impl SnapshotAverage {
         fields.push(Field::new("analysis_sha", DataType::Utf8, true));
         fields.push(Field::new("average_json", DataType::Utf8, false));
         let input = Arc::new(Schema::new(fields));
-        let ctx = engine.context();
+        let ctx = engine.serial_context();
         register_input(&ctx, "averages", &input, vec![])?;
         engine.register_model(&ctx, "snapshot_average").await?;
         Ok(Self {

@@ -291,7 +291,13 @@ async fn run_stages(
 
     // 3. Averages of the users whose analyses changed.
     let t = Instant::now();
-    let grouped = group::group(engine, catalog, &plan, &mut staging, group_plans?).await?;
+    // Plans that failed are made again by the stage (and fail there if
+    // they must).
+    let group_plans = group_plans
+        .inspect_err(|err| tracing::warn!(%err, "planning the group stage early failed"))
+        .ok()
+        .flatten();
+    let grouped = group::group(engine, catalog, &plan, &mut staging, group_plans).await?;
     summary.groups_recomputed = grouped.recomputed;
     timing::record(&mut durations, "group", t);
     grouped.timings.record("group", &mut durations);

@@ -439,14 +439,24 @@ impl Staging {
             }
         }
         // A sync is waiting on the disk, not work: it overlaps the next
-        // stages, and `publish` awaits it.
-        let synced = dir.clone();
-        self.syncs.push(std::thread::spawn(move || {
-            written
-                .iter()
-                .try_for_each(File::sync_all)
-                .map_err(io(&synced))
-        }));
+        // stages, and `publish` awaits it (synced here if no thread starts).
+        if !written.is_empty() {
+            let written = Arc::new(written);
+            let (files, synced) = (written.clone(), dir.clone());
+            let sync = move || {
+                files
+                    .iter()
+                    .try_for_each(File::sync_all)
+                    .map_err(io(&synced))
+            };
+            match std::thread::Builder::new().spawn(sync) {
+                Ok(thread) => self.syncs.push(thread),
+                Err(_) => written
+                    .iter()
+                    .try_for_each(File::sync_all)
+                    .map_err(io(&dir))?,
+            }
+        }
         let has_files = std::fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
         if !has_files {
             let path = dir.join(file_name(0));
