@@ -167,8 +167,8 @@ impl Engine {
     }
 
     /// A local context whose plans run in one partition: rows reach each
-    /// aggregate in the order given, so a float sum is the same on every
-    /// run (the averages).
+    /// aggregate in the order given, so a float sum is the same on every run
+    /// (the averages), and small inputs skip exchanges between partitions.
     pub fn serial_context(&self) -> SessionContext {
         self.context_with(self.config().with_target_partitions(1))
     }

@@ -767,6 +767,7 @@ impl HeldHasher {
     }
 
     async fn finish(mut self) -> Result<Vec<[String; 6]>> {
+        // Once for the batch in flight (starting the last), once for the last.
         self.hand_off().await?;
         self.hand_off().await?;
         Ok(self.done)

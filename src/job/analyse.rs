@@ -23,7 +23,7 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::TryStreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::JobError;
 use super::plan::RunPlan;
@@ -196,16 +196,13 @@ impl<'a> SnapshotModels<'a> {
 }
 
 /// Analyses `plan.to_analyse` into `staging` (tables `analysis` and
-/// `fuel_by_speed_band`, closed on return). The schemas of the two tables
-/// go to `schemas` as soon as they are known (when there is anything to
-/// analyse), so the next stage can plan while the engine runs.
+/// `fuel_by_speed_band`, closed on return).
 pub async fn analyse(
     engine: &Engine,
     plan: &RunPlan,
     volume: &Volume,
     staging: &mut Staging,
     progress: Arc<ScanProgress>,
-    schemas: oneshot::Sender<(SchemaRef, SchemaRef)>,
 ) -> Result<Analysed, JobError> {
     let logs = engine
         .log_set(volume.url().clone(), plan.to_analyse.clone())
@@ -232,7 +229,6 @@ pub async fn analyse(
             let mut chunks = Chunks::gather(stream);
             let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
             let writer = AnalysisWriter::new(&schema)?;
-            let _ = schemas.send((models.analysis_schema(), models.bands_schema()));
             loop {
                 let t = Instant::now();
                 let next = chunks.next().await?;

@@ -89,56 +89,13 @@ impl Membership {
     }
 }
 
-/// Every plan of the group stage, made once per run.
-pub struct GroupPlans {
-    membership: Membership,
-    averager: Averager,
-    snapshot_average: SnapshotAverage,
-}
-
-impl GroupPlans {
-    /// Plans the group stage over the staged `analysis` and
-    /// `fuel_by_speed_band` tables of these schemas. A run makes them while
-    /// the engine runs, once the schemas are known.
-    pub async fn prepare(
-        engine: &Engine,
-        analysis: &SchemaRef,
-        bands: &SchemaRef,
-        catalog: &CatalogIndex,
-    ) -> Result<Self, JobError> {
-        // Averages never read the object as sent: leave its column on disk.
-        let analysis = without(analysis, "analysis_json");
-        let membership = Membership::prepare(engine, analysis, bands.clone(), catalog).await?;
-        // Members have one schema whatever their source (snapshot rows here,
-        // JSON objects in a live request): metrics as DOUBLE, as JSON numbers
-        // are, so both paths average the same values the same way.
-        let averager = Averager::for_requests(engine).await?;
-        let snapshot_average = SnapshotAverage::prepare(engine, &averager).await?;
-        Ok(Self {
-            membership,
-            averager,
-            snapshot_average,
-        })
-    }
-
-    /// Whether these plans read tables of these schemas (names and types).
-    fn fits(&self, analysis: &SchemaRef, bands: &SchemaRef) -> bool {
-        same_columns(
-            &self.membership.analysis,
-            &without(analysis, "analysis_json"),
-        ) && same_columns(&self.membership.bands, bands)
-    }
-}
-
 /// Computes the averages of `plan.changed_users` into `staging` (tables
-/// `average` and `average_fuel_by_speed_band`, closed on return), with
-/// `plans` when they fit the staged tables (else it makes its own).
+/// `average` and `average_fuel_by_speed_band`, closed on return).
 pub async fn group(
     engine: &Engine,
     catalog: &Catalog,
     plan: &RunPlan,
     staging: &mut Staging,
-    plans: Option<GroupPlans>,
 ) -> Result<Grouped, JobError> {
     let mut grouped = Grouped::default();
     let t = Instant::now();
@@ -154,16 +111,16 @@ pub async fn group(
         grouped.timings.add("close", t);
         return Ok(grouped);
     }
-    let analysis_schema = table_schema(staging, Table::Analysis)?;
+    // Averages never read the object as sent: leave its column on disk.
+    let analysis_schema = without(&table_schema(staging, Table::Analysis)?, "analysis_json");
     let bands_schema = table_schema(staging, Table::FuelBySpeedBand)?;
-    let GroupPlans {
-        membership,
-        averager,
-        snapshot_average,
-    } = match plans {
-        Some(plans) if plans.fits(&analysis_schema, &bands_schema) => plans,
-        _ => GroupPlans::prepare(engine, &analysis_schema, &bands_schema, &plan.catalog).await?,
-    };
+    let membership =
+        Membership::prepare(engine, analysis_schema, bands_schema, &plan.catalog).await?;
+    // Members have one schema whatever their source (snapshot rows here,
+    // JSON objects in a live request): metrics as DOUBLE, as JSON numbers
+    // are, so both paths average the same values the same way.
+    let averager = Averager::for_requests(engine).await?;
+    let snapshot_average = SnapshotAverage::prepare(engine, &averager).await?;
     let analysis_columns: Vec<&str> = membership
         .analysis
         .fields()
@@ -348,17 +305,6 @@ fn table_schema(staging: &Staging, table: Table) -> Result<SchemaRef, JobError> 
             snapshot::SnapshotError::Missing(format!("staged table {}", table.name()))
         })?;
     Ok(snapshot::parquet_schema(&path)?)
-}
-
-/// Whether two schemas have the same columns (names, types, nullability),
-/// in order; field metadata aside.
-fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
-    a.fields().len() == b.fields().len()
-        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
-            x.name() == y.name()
-                && x.data_type() == y.data_type()
-                && x.is_nullable() == y.is_nullable()
-        })
 }
 
 /// `schema` without the field `name`.

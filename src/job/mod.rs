@@ -252,30 +252,15 @@ async fn run_stages(
     )?;
 
     // 2. Analyse the logs that need it, straight into the staged snapshot.
-    // The group stage is planned meanwhile, once the tables' schemas are
-    // known: planning is CPU the engine leaves free.
     let t = Instant::now();
-    let (schemas, known) = tokio::sync::oneshot::channel();
-    let analysing = analyse::analyse(
+    let analysed = analyse::analyse(
         engine,
         &plan,
         &config.volume,
         &mut staging,
         config.progress.clone(),
-        schemas,
-    );
-    let planning = async {
-        match known.await {
-            Ok((analysis, bands)) => {
-                group::GroupPlans::prepare(engine, &analysis, &bands, &plan.catalog)
-                    .await
-                    .map(Some)
-            }
-            Err(_) => Ok(None),
-        }
-    };
-    let (analysed, group_plans) = tokio::join!(analysing, planning);
-    let analysed = analysed?;
+    )
+    .await?;
     summary.analysed = analysed.logs;
     summary.input_bytes = analysed.bytes;
     summary.analyse_seconds = t.elapsed().as_secs_f64();
@@ -291,13 +276,7 @@ async fn run_stages(
 
     // 3. Averages of the users whose analyses changed.
     let t = Instant::now();
-    // Plans that failed are made again by the stage (and fail there if
-    // they must).
-    let group_plans = group_plans
-        .inspect_err(|err| tracing::warn!(%err, "planning the group stage early failed"))
-        .ok()
-        .flatten();
-    let grouped = group::group(engine, catalog, &plan, &mut staging, group_plans).await?;
+    let grouped = group::group(engine, catalog, &plan, &mut staging).await?;
     summary.groups_recomputed = grouped.recomputed;
     timing::record(&mut durations, "group", t);
     grouped.timings.record("group", &mut durations);
