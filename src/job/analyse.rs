@@ -224,11 +224,15 @@ pub async fn analyse(
         // Nothing to analyse: no plan to make, the parent has the schemas.
         Some(schemas) if logs.logs() == 0 => schemas,
         _ => {
+            let t = Instant::now();
             let stream = engine.analyse_stream(logs).await?;
             let schema = stream.schema();
             let mut chunks = Chunks::gather(stream);
+            analysed.timings.add("plan", t);
+            let t = Instant::now();
             let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
             let writer = AnalysisWriter::new(&schema)?;
+            analysed.timings.add("prepare", t);
             loop {
                 let t = Instant::now();
                 let next = chunks.next().await?;
