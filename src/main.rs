@@ -2,12 +2,6 @@
 
 use std::process::ExitCode;
 
-/// DataFusion allocates and frees many short-lived buffers across threads;
-/// mimalloc (as in DataFusion's own CLI) measured ~5% less CPU and wall than
-/// glibc malloc for a first `run`, and a faster rerun (README, Benchmarks).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     fap_warehouse::cli::main()
 }
