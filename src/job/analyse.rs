@@ -228,7 +228,7 @@ pub async fn analyse(
             let stream = engine.analyse_stream(logs).await?;
             let schema = stream.schema();
             let mut chunks = Chunks::gather(stream);
-            analysed.timings.add("plan", t);
+            analysed.timings.add("engine_plan", t);
             let t = Instant::now();
             let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
             let writer = AnalysisWriter::new(&schema)?;
