@@ -4,13 +4,14 @@
 //! Each batch of `log_analysis` rows gets the object as sent
 //! (`analysis_json`), as the backend prints it back (`analysis_jsonb`, the
 //! bytes a group's `analysisSha` hashes) and the hash change detection
-//! compares (`result_sha256`), written straight from the columns; then the snapshot
-//! models (`snapshot_analysis.sql`, `fuel_by_speed_band.sql`) shape the
-//! analyst's tables, planned once and run on each chunk of a few hundred
-//! logs. A task gathers the engine's results up to four chunks ahead of
-//! the writer, so the two overlap; nothing more is held.
+//! compares (`result_sha256`), written straight from the columns; then the
+//! snapshot models (`snapshot_analysis.sql`, `fuel_by_speed_band.sql`)
+//! shape the analyst's tables, planned once and run on each chunk of a few
+//! hundred logs. A task gathers the engine's results up to four chunks
+//! ahead; two chunks are shaped at once on tasks of their own, and the
+//! job's task writes them in order. Nothing more is held.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,6 +57,10 @@ const SNAPSHOT_ROWS: usize = 512;
 
 /// Chunks the engine may run ahead of the snapshot writer (bounds memory).
 const CHUNKS_AHEAD: usize = 4;
+
+/// Chunks shaped at once, each on a task of its own: chunks still queued
+/// when the engine ends are shaped on every core, not on the job's alone.
+const SHAPING: usize = 2;
 
 /// The engine's results in chunks of about [`SNAPSHOT_ROWS`] rows, gathered
 /// by a task of its own: the engine emits each log as it ends and keeps
@@ -135,21 +140,30 @@ fn results_schema(analysis: &SchemaRef) -> SchemaRef {
 }
 
 /// The snapshot models, planned once for the whole run.
-pub struct SnapshotModels<'a> {
+pub struct SnapshotModels {
     results: SchemaRef,
-    catalog: &'a CatalogIndex,
+    catalog: Arc<CatalogIndex>,
     analysis: Prepared,
     bands: Prepared,
 }
 
-impl<'a> SnapshotModels<'a> {
+/// One chunk's snapshot rows, and what shaping them found and cost.
+struct Shaped {
+    analysis: Vec<RecordBatch>,
+    bands: Vec<RecordBatch>,
+    /// How many of its logs failed, by message.
+    failures: BTreeMap<String, usize>,
+    timings: Timings,
+}
+
+impl SnapshotModels {
     /// Plans `snapshot_analysis` and `fuel_by_speed_band` over `results`
     /// rows of `log_analysis` schema `analysis` and the catalog. A run
     /// handles a few hundred rows: one partition, no exchange between them.
     pub async fn prepare(
         engine: &Engine,
         analysis: &SchemaRef,
-        catalog: &'a CatalogIndex,
+        catalog: Arc<CatalogIndex>,
     ) -> Result<Self, JobError> {
         let results = results_schema(analysis);
         let ctx = engine.serial_context();
@@ -171,6 +185,28 @@ impl<'a> SnapshotModels<'a> {
 
     pub fn bands_schema(&self) -> SchemaRef {
         self.bands.plan().schema()
+    }
+
+    /// The snapshot rows of one chunk of the engine's results: their JSON
+    /// columns, then both models.
+    async fn shape(
+        &self,
+        writer: &AnalysisWriter,
+        batch: &RecordBatch,
+    ) -> Result<Shaped, JobError> {
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        let (results, failures) = with_json(writer, batch)?;
+        timings.add("json", t);
+        let t = Instant::now();
+        let (analysis, bands) = self.run(&results).await?;
+        timings.add("models", t);
+        Ok(Shaped {
+            analysis,
+            bands,
+            failures,
+            timings,
+        })
     }
 
     /// Runs both models on `results`, joined with the catalog rows of
@@ -230,32 +266,52 @@ pub async fn analyse(
             let mut chunks = Chunks::gather(stream);
             analysed.timings.add("engine_plan", t);
             let t = Instant::now();
-            let models = SnapshotModels::prepare(engine, &schema, &plan.catalog).await?;
-            let writer = AnalysisWriter::new(&schema)?;
+            let models =
+                Arc::new(SnapshotModels::prepare(engine, &schema, plan.catalog.clone()).await?);
+            let writer = Arc::new(AnalysisWriter::new(&schema)?);
             analysed.timings.add("prepare", t);
+            let mut shaping: VecDeque<SpawnedTask<Result<Shaped, JobError>>> = VecDeque::new();
+            let mut ended = false;
             loop {
-                let t = Instant::now();
-                let next = chunks.next().await?;
-                analysed.timings.add("engine", t);
-                let Some(batch) = next else { break };
-                if let Some(sizes) = &remote_sizes {
-                    for row in 0..batch.num_rows() {
-                        let id = writer.log_id(&batch, row);
-                        progress.file_done(sizes.get(id).copied().unwrap_or(0));
+                while !ended && shaping.len() < SHAPING {
+                    let t = Instant::now();
+                    let next = chunks.next().await?;
+                    analysed.timings.add("engine", t);
+                    let Some(batch) = next else {
+                        ended = true;
+                        break;
+                    };
+                    if let Some(sizes) = &remote_sizes {
+                        for row in 0..batch.num_rows() {
+                            let id = writer.log_id(&batch, row);
+                            progress.file_done(sizes.get(id).copied().unwrap_or(0));
+                        }
                     }
+                    let (models, writer) = (models.clone(), writer.clone());
+                    shaping.push_back(SpawnedTask::spawn(async move {
+                        models.shape(&writer, &batch).await
+                    }));
+                }
+                let Some(task) = shaping.pop_front() else {
+                    break;
+                };
+                let t = Instant::now();
+                let shaped = task
+                    .join()
+                    .await
+                    .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+                analysed.timings.add("shaping", t);
+                analysed.timings.merge(&shaped.timings);
+                for (message, count) in shaped.failures {
+                    analysed.failed += count;
+                    *analysed.failures.entry(message).or_default() += count;
                 }
                 let t = Instant::now();
-                let results = with_json(&writer, &batch, &mut analysed)?;
-                analysed.timings.add("json", t);
-                let t = Instant::now();
-                let (analysis_rows, band_rows) = models.run(&results).await?;
-                analysed.timings.add("models", t);
-                let t = Instant::now();
-                for rows in analysis_rows {
-                    staging.write(Table::Analysis, &rows)?;
+                for rows in &shaped.analysis {
+                    staging.write(Table::Analysis, rows)?;
                 }
-                for rows in band_rows {
-                    staging.write(Table::FuelBySpeedBand, &rows)?;
+                for rows in &shaped.bands {
+                    staging.write(Table::FuelBySpeedBand, rows)?;
                 }
                 analysed.timings.add("write", t);
             }
@@ -287,27 +343,26 @@ fn parent_schemas(staging: &Staging) -> Option<(SchemaRef, SchemaRef)> {
     ))
 }
 
-/// `log_analysis` rows plus `analysis_json` and `result_sha256`; the metrics
-/// of a failed log are null (its object is `{}`).
+/// `log_analysis` rows plus `analysis_json` and `result_sha256` (the metrics
+/// of a failed log are null, its object is `{}`), and how many failed, by
+/// message.
 fn with_json(
     writer: &AnalysisWriter,
     batch: &RecordBatch,
-    analysed: &mut Analysed,
-) -> Result<RecordBatch, JobError> {
+) -> Result<(RecordBatch, BTreeMap<String, usize>), JobError> {
     let rows = batch.num_rows();
     let mut json = StringBuilder::with_capacity(rows, rows * 2048);
     let mut jsonbs = StringBuilder::with_capacity(rows, rows * 2048);
     let mut hashes = StringBuilder::with_capacity(rows, rows * 64);
     let mut failed = Vec::with_capacity(rows);
+    let mut failures = BTreeMap::new();
     let mut text = String::with_capacity(4096);
     let mut jsonb = String::with_capacity(4096);
     for row in 0..rows {
         let success = writer.is_success(batch, row);
         failed.push(!success);
         if !success {
-            analysed.failed += 1;
-            *analysed
-                .failures
+            *failures
                 .entry(writer.message(batch, row).to_string())
                 .or_default() += 1;
         }
@@ -335,8 +390,6 @@ fn with_json(
     columns.push(Arc::new(json.finish()));
     columns.push(Arc::new(jsonbs.finish()));
     columns.push(Arc::new(hashes.finish()));
-    Ok(RecordBatch::try_new(
-        results_schema(&batch.schema()),
-        columns,
-    )?)
+    let results = RecordBatch::try_new(results_schema(&batch.schema()), columns)?;
+    Ok((results, failures))
 }

@@ -16,6 +16,8 @@ use std::time::Instant;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::error::{DataFusionError, Result as DFResult};
 use futures::TryStreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -75,18 +77,33 @@ impl Membership {
         })
     }
 
-    async fn run(
+    /// Runs `prepared` on a task of its own: the three membership models
+    /// of a chunk run side by side.
+    fn spawn(
         &self,
         prepared: &Prepared,
         analysis: &[RecordBatch],
         bands: &[RecordBatch],
-    ) -> Result<Vec<RecordBatch>, JobError> {
+    ) -> SpawnedTask<DFResult<Vec<RecordBatch>>> {
         let inputs = [
             Input::Table(self.analysis.clone(), analysis.to_vec()),
             Input::Table(self.bands.clone(), bands.to_vec()),
         ];
-        Ok(prepared.execute(&inputs)?.try_collect().await?)
+        let prepared = prepared.clone();
+        SpawnedTask::spawn(async move { prepared.execute(&inputs)?.try_collect().await })
     }
+}
+
+/// The value of a task; a task that panicked is an error.
+async fn joined<T, E>(task: SpawnedTask<Result<T, E>>) -> Result<T, JobError>
+where
+    T: Send + 'static,
+    E: Into<JobError> + Send + 'static,
+{
+    task.join()
+        .await
+        .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
+        .map_err(Into::into)
 }
 
 /// Computes the averages of `plan.changed_users` into `staging` (tables
@@ -179,15 +196,12 @@ pub async fn group(
         grouped.timings.add("read", t);
         let t = Instant::now();
         // Membership (SQL), plus the held objects of this chunk's users.
-        let keys = membership.run(&membership.keys, &analysis, &bands).await?;
-        let members = membership
-            .run(&membership.members, &analysis, &bands)
-            .await?;
-        let mut members = conform(members, &members_schema)?;
-        let bands_of_members = membership
-            .run(&membership.member_bands, &analysis, &bands)
-            .await?;
-        let mut member_bands = conform(bands_of_members, &member_bands_schema)?;
+        let keys = membership.spawn(&membership.keys, &analysis, &bands);
+        let members = membership.spawn(&membership.members, &analysis, &bands);
+        let bands_of_members = membership.spawn(&membership.member_bands, &analysis, &bands);
+        let keys = joined(keys).await?;
+        let mut members = conform(joined(members).await?, &members_schema)?;
+        let mut member_bands = conform(joined(bands_of_members).await?, &member_bands_schema)?;
         let mut held_keys: Vec<(GroupKey, String, &Value)> = Vec::new();
         for (id, object) in &held {
             let Some(row) = plan.catalog.row(id) else {
@@ -209,6 +223,16 @@ pub async fn group(
             member_bands.push(band_rows);
         }
         grouped.timings.add("members", t);
+        // Each group's analysisSha is hashed on a thread of its own while
+        // the averages are computed.
+        let held_members: Vec<(GroupKey, String, String)> = held_keys
+            .iter()
+            .map(|(key, id, object)| (key.clone(), id.clone(), jsonb::to_string(object)))
+            .collect();
+        let catalog = plan.catalog.clone();
+        let shas = SpawnedTask::spawn_blocking(move || {
+            group_shas(&catalog, &keys, &analysis, &held_members)
+        });
         let t = Instant::now();
         let (averages, average_bands) = averager.run(members, member_bands).await?;
         grouped.timings.add("average", t);
@@ -217,7 +241,7 @@ pub async fn group(
         }
         grouped.recomputed += averages.num_rows();
         let t = Instant::now();
-        let shas = group_shas(&plan.catalog, &keys, &analysis, &held_keys)?;
+        let shas = joined(shas).await?;
         let objects = average_objects(&averages, &average_bands)?;
         let sha_column: StringArray = (0..averages.num_rows())
             .map(|row| shas.get(&GroupKey::of_row(&averages, row)).cloned())
@@ -351,20 +375,18 @@ fn group_shas(
     catalog: &CatalogIndex,
     keys: &[RecordBatch],
     analysis: &[RecordBatch],
-    held: &[(GroupKey, String, &Value)],
+    held: &[(GroupKey, String, String)],
 ) -> Result<HashMap<GroupKey, String>, JobError> {
-    let mut jsonb_of: HashMap<String, String> = HashMap::new();
+    let mut jsonb_of: HashMap<&str, &str> = HashMap::new();
     for batch in analysis {
         let ids = string_column(batch, "analysis_id")?;
         let jsonb = string_column(batch, "analysis_jsonb")?;
         for row in 0..batch.num_rows() {
-            jsonb_of.insert(ids.value(row).to_string(), jsonb.value(row).to_string());
+            jsonb_of.insert(ids.value(row), jsonb.value(row));
         }
     }
-    for (_, id, value) in held {
-        jsonb_of
-            .entry(id.clone())
-            .or_insert_with(|| jsonb::to_string(value));
+    for (_, id, text) in held {
+        jsonb_of.entry(id).or_insert(text);
     }
     let mut members: HashMap<GroupKey, Vec<(String, String)>> = HashMap::new();
     for batch in keys {
@@ -393,7 +415,13 @@ fn group_shas(
                 if i > 0 {
                     hash.update(b",");
                 }
-                hash.update(jsonb_of.get(id).map_or("null", String::as_str).as_bytes());
+                hash.update(
+                    jsonb_of
+                        .get(id.as_str())
+                        .copied()
+                        .unwrap_or("null")
+                        .as_bytes(),
+                );
             }
             hash.update(b"]");
             (key, format!("{:x}", hash.finalize()))

@@ -7,6 +7,7 @@
 //! user's averages are recomputed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
 use sha2::{Digest, Sha256};
@@ -28,7 +29,7 @@ pub struct ParentRow {
 #[derive(Debug)]
 pub struct RunPlan {
     /// Every `fap_analysis` row, with what consumers hold.
-    pub catalog: CatalogIndex,
+    pub catalog: Arc<CatalogIndex>,
     /// The latest published snapshot.
     pub parent: Option<Parent>,
     /// Whether the parent's results are valid for this algorithm version.
@@ -171,7 +172,7 @@ pub async fn plan(
     orphans.sort();
     missing.sort();
     Ok(RunPlan {
-        catalog: index,
+        catalog: Arc::new(index),
         parent,
         reuse,
         to_analyse,

@@ -427,16 +427,16 @@ impl Staging {
             .filter(|k| k.0 == table)
             .copied()
             .collect();
-        let mut written = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(writer) = self.writers.remove(&key) {
-                let file = writer.into_inner()?;
-                let bytes = file.metadata().map_or(0, |m| m.len());
-                let stats = self.stats.entry(table).or_default();
-                stats.files_written += 1;
-                stats.bytes_written += bytes;
-                written.push(file);
-            }
+        let writers: Vec<ArrowWriter<File>> = keys
+            .iter()
+            .filter_map(|key| self.writers.remove(key))
+            .collect();
+        let written = close_all(&self.id, writers)?;
+        for file in &written {
+            let bytes = file.metadata().map_or(0, |m| m.len());
+            let stats = self.stats.entry(table).or_default();
+            stats.files_written += 1;
+            stats.bytes_written += bytes;
         }
         // A sync is waiting on the disk, not work: it overlaps the next
         // stages, and `publish` awaits it (synced here if no thread starts).
@@ -525,6 +525,47 @@ impl Staging {
             why,
         }
     }
+}
+
+/// Closes `writers`, spread over the cores: closing encodes and compresses
+/// each file's buffered rows, the bulk of writing it. Threads take writers
+/// from one queue, so one that cannot start leaves its share to the others.
+fn close_all(id: &str, writers: Vec<ArrowWriter<File>>) -> Result<Vec<File>> {
+    let incomplete = |why: String| SnapshotError::Incomplete {
+        id: id.to_string(),
+        why,
+    };
+    let queue = std::sync::Mutex::new(writers);
+    let drain = || -> Result<Vec<File>> {
+        let mut files = Vec::new();
+        while let Some(writer) = queue.lock().ok().and_then(|mut q| q.pop()) {
+            files.push(writer.into_inner()?);
+        }
+        Ok(files)
+    };
+    let helpers = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
+    let files = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..helpers)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, drain).ok())
+            .collect();
+        let mut files = drain();
+        for handle in handles {
+            let more = handle
+                .join()
+                .unwrap_or_else(|_| Err(incomplete("a thread closing its files panicked".into())));
+            files = files.and_then(|mut files| {
+                files.extend(more?);
+                Ok(files)
+            });
+        }
+        files
+    })?;
+    // A queue left with writers (a poisoned lock) would lose their rows.
+    let left = queue.into_inner().map_or(1, |q| q.len());
+    if left > 0 {
+        return Err(incomplete(format!("{left} files were left unclosed")));
+    }
+    Ok(files)
 }
 
 fn parquet_rows(path: &Path) -> Result<usize> {

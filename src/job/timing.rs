@@ -16,6 +16,13 @@ impl Timings {
         *self.0.entry(step).or_default() += since.elapsed();
     }
 
+    /// Adds `other`'s steps (time spent on another task) to these.
+    pub fn merge(&mut self, other: &Timings) {
+        for (step, d) in &other.0 {
+            *self.0.entry(step).or_default() += *d;
+        }
+    }
+
     /// Writes `<stage>_<step>_ms` for each step into `durations`.
     pub fn record(&self, stage: &str, durations: &mut Map<String, Value>) {
         for (step, d) in &self.0 {
