@@ -106,13 +106,44 @@ where
         .map_err(Into::into)
 }
 
+/// The models that average groups and shape the `average` table: they
+/// depend on nothing a run computes, so a run plans them while it plans
+/// the rest ([`Averaging::spawn`]).
+pub struct Averaging {
+    averager: Averager,
+    snapshot_average: SnapshotAverage,
+}
+
+impl Averaging {
+    pub async fn prepare(engine: &Engine) -> Result<Self, JobError> {
+        // Members have one schema whatever their source (snapshot rows here,
+        // JSON objects in a live request): metrics as DOUBLE, as JSON numbers
+        // are, so both paths average the same values the same way.
+        let averager = Averager::for_requests(engine).await?;
+        let snapshot_average = SnapshotAverage::prepare(engine, &averager).await?;
+        Ok(Self {
+            averager,
+            snapshot_average,
+        })
+    }
+
+    /// Plans them on a task of its own (a core is idle while the job plans
+    /// the engine).
+    pub fn spawn(engine: &Engine) -> SpawnedTask<Result<Self, JobError>> {
+        let engine = engine.clone();
+        SpawnedTask::spawn(async move { Self::prepare(&engine).await })
+    }
+}
+
 /// Computes the averages of `plan.changed_users` into `staging` (tables
-/// `average` and `average_fuel_by_speed_band`, closed on return).
+/// `average` and `average_fuel_by_speed_band`, closed on return), with the
+/// models `averaging` plans (planned here if it is `None`).
 pub async fn group(
     engine: &Engine,
     catalog: &Catalog,
     plan: &RunPlan,
     staging: &mut Staging,
+    averaging: Option<SpawnedTask<Result<Averaging, JobError>>>,
 ) -> Result<Grouped, JobError> {
     let mut grouped = Grouped::default();
     let t = Instant::now();
@@ -133,11 +164,13 @@ pub async fn group(
     let bands_schema = table_schema(staging, Table::FuelBySpeedBand)?;
     let membership =
         Membership::prepare(engine, analysis_schema, bands_schema, &plan.catalog).await?;
-    // Members have one schema whatever their source (snapshot rows here,
-    // JSON objects in a live request): metrics as DOUBLE, as JSON numbers
-    // are, so both paths average the same values the same way.
-    let averager = Averager::for_requests(engine).await?;
-    let snapshot_average = SnapshotAverage::prepare(engine, &averager).await?;
+    let Averaging {
+        averager,
+        snapshot_average,
+    } = match averaging {
+        Some(task) => joined(task).await?,
+        None => Averaging::prepare(engine).await?,
+    };
     let analysis_columns: Vec<&str> = membership
         .analysis
         .fields()

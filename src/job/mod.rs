@@ -243,6 +243,9 @@ async fn run_stages(
         "run planned"
     );
 
+    // Averaging models for the group stage, planned beside the engine's plan.
+    let averaging = (!plan.changed_users.is_empty()).then(|| group::Averaging::spawn(engine));
+
     snapshot::remove_abandoned_staging(&config.warehouse);
     let mut staging = Staging::create(
         &config.warehouse,
@@ -276,7 +279,7 @@ async fn run_stages(
 
     // 3. Averages of the users whose analyses changed.
     let t = Instant::now();
-    let grouped = group::group(engine, catalog, &plan, &mut staging).await?;
+    let grouped = group::group(engine, catalog, &plan, &mut staging, averaging).await?;
     summary.groups_recomputed = grouped.recomputed;
     timing::record(&mut durations, "group", t);
     grouped.timings.record("group", &mut durations);
