@@ -26,10 +26,10 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::TryStreamExt;
 use tokio::sync::mpsc;
 
-use super::JobError;
 use super::plan::RunPlan;
 use super::snapshot::{Staging, Table, keep_unless};
 use super::timing::Timings;
+use super::{JobError, joined};
 use crate::analysis::engine::Engine;
 use crate::analysis::engine::Target;
 use crate::analysis::jsonb::result_hash;
@@ -296,10 +296,7 @@ pub async fn analyse(
                     break;
                 };
                 let t = Instant::now();
-                let shaped = task
-                    .join()
-                    .await
-                    .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+                let shaped = joined(task).await?;
                 analysed.timings.add("shaping", t);
                 analysed.timings.merge(&shaped.timings);
                 for (message, count) in shaped.failures {

@@ -17,15 +17,15 @@ use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
-use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::error::Result as DFResult;
 use futures::TryStreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::JobError;
 use super::plan::RunPlan;
 use super::snapshot::{self, Staging, Table, keep_unless, read_parquet};
 use super::timing::Timings;
+use super::{JobError, joined};
 use crate::analysis::average::{Averager, GroupKey, average_objects, members_from_json};
 use crate::analysis::engine::Engine;
 use crate::analysis::jsonb;
@@ -92,18 +92,6 @@ impl Membership {
         let prepared = prepared.clone();
         SpawnedTask::spawn(async move { prepared.execute(&inputs)?.try_collect().await })
     }
-}
-
-/// The value of a task; a task that panicked is an error.
-async fn joined<T, E>(task: SpawnedTask<Result<T, E>>) -> Result<T, JobError>
-where
-    T: Send + 'static,
-    E: Into<JobError> + Send + 'static,
-{
-    task.join()
-        .await
-        .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
-        .map_err(Into::into)
 }
 
 /// The models that average groups and shape the `average` table: they

@@ -81,6 +81,20 @@ impl From<datafusion::arrow::error::ArrowError> for JobError {
     }
 }
 
+/// The value of a task the job spawned; a task that panicked is an error.
+async fn joined<T, E>(
+    task: datafusion::common::runtime::SpawnedTask<Result<T, E>>,
+) -> Result<T, JobError>
+where
+    T: Send + 'static,
+    E: Into<JobError> + Send + 'static,
+{
+    task.join()
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::ExecutionJoin(Box::new(e)))?
+        .map_err(Into::into)
+}
+
 /// How a run goes about its work.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct RunOptions {
