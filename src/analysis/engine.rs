@@ -23,6 +23,7 @@ use object_store::ObjectStore;
 use super::error::{EngineError, Result};
 use super::functions;
 use super::models::Models;
+use super::prepared::Prepared;
 use crate::scan::{self, LogInput, LogLimits, LogSet};
 
 /// The engine: which SQL models to run, on how many partitions, with which
@@ -254,6 +255,17 @@ impl Engine {
         self.register_logs(ctx, logs).await?;
         let frame = ctx.table("log_analysis").await?;
         Ok(frame.create_physical_plan().await?)
+    }
+
+    /// `log_analysis` planned once, over no logs, for local runs on any
+    /// logs of the store at `store` ([`Prepared::execute`] with
+    /// [`Input::Logs`](crate::analysis::prepared::Input::Logs)): the plan does
+    /// not depend on which logs, so it can be made before they are known.
+    pub async fn prepare_analysis(&self, store: ObjectStoreUrl) -> Result<Prepared> {
+        let ctx = self.context();
+        let placeholder = self.log_set(store, Vec::new());
+        self.register_logs(&ctx, Arc::new(placeholder)).await?;
+        Ok(Prepared::new(&ctx, "log_analysis").await?)
     }
 
     /// Streams `log_analysis` over `logs`: one plan for the whole set.

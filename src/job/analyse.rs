@@ -231,14 +231,34 @@ impl SnapshotModels {
     }
 }
 
+/// The engine's plan, made on a task of its own before the run knows which
+/// logs it analyses (the plan does not depend on them).
+pub struct EnginePlan(SpawnedTask<Result<Prepared, JobError>>);
+
+impl EnginePlan {
+    /// Plans `log_analysis` over the logs of `volume`; local engines only (a
+    /// distributed plan is made in its scheduler's session).
+    pub fn spawn(engine: &Engine, volume: &Volume) -> Option<Self> {
+        if engine.target() != &Target::Local {
+            return None;
+        }
+        let (engine, store) = (engine.clone(), volume.url().clone());
+        Some(Self(SpawnedTask::spawn(async move {
+            Ok(engine.prepare_analysis(store).await?)
+        })))
+    }
+}
+
 /// Analyses `plan.to_analyse` into `staging` (tables `analysis` and
-/// `fuel_by_speed_band`, closed on return).
+/// `fuel_by_speed_band`, closed on return), with the engine's plan
+/// `planned` when it was made ahead, else planned here.
 pub async fn analyse(
     engine: &Engine,
     plan: &RunPlan,
     volume: &Volume,
     staging: &mut Staging,
     progress: Arc<ScanProgress>,
+    planned: Option<EnginePlan>,
 ) -> Result<Analysed, JobError> {
     let logs = engine
         .log_set(volume.url().clone(), plan.to_analyse.clone())
@@ -261,7 +281,10 @@ pub async fn analyse(
         Some(schemas) if logs.logs() == 0 => schemas,
         _ => {
             let t = Instant::now();
-            let stream = engine.analyse_stream(logs).await?;
+            let stream = match planned {
+                Some(EnginePlan(task)) => joined(task).await?.execute(&[Input::Logs(&logs)])?,
+                None => engine.analyse_stream(logs).await?,
+            };
             let schema = stream.schema();
             let mut chunks = Chunks::gather(stream);
             analysed.timings.add("engine_plan", t);

@@ -233,6 +233,12 @@ async fn run_stages(
     let t = Instant::now();
     let version = engine.models().version();
     let parent = Parent::latest(&config.warehouse)?;
+    // No stored result is reused (a first run, a new algorithm, `--full`):
+    // every log is analysed, so the engine is planned while the catalog is
+    // read. Otherwise most runs analyse little or nothing, and plan later.
+    let engine_plan = (!plan::reuses(parent.as_ref(), &version, config.options.full))
+        .then(|| analyse::EnginePlan::spawn(engine, &config.volume))
+        .flatten();
     let plan = plan::plan(
         catalog,
         &config.volume,
@@ -276,6 +282,7 @@ async fn run_stages(
         &config.volume,
         &mut staging,
         config.progress.clone(),
+        engine_plan,
     )
     .await?;
     summary.analysed = analysed.logs;

@@ -74,6 +74,16 @@ impl RunPlan {
     }
 }
 
+/// Whether a run reuses `parent`'s results: not with `--full`, nor when the
+/// parent was computed by another algorithm version or bucketed otherwise.
+pub fn reuses(parent: Option<&Parent>, version: &str, full: bool) -> bool {
+    !full
+        && parent.is_some_and(|p| {
+            p.algorithm_version() == version
+                && p.manifest["buckets"].as_u64() == Some(snapshot::BUCKETS as u64)
+        })
+}
+
 /// Plans a run over `catalog` and `volume`, on top of `parent`.
 pub async fn plan(
     catalog: &Catalog,
@@ -89,11 +99,7 @@ pub async fn plan(
         .into_iter()
         .map(|f| (f.id, f.bytes))
         .collect();
-    let reuse = !full
-        && parent.as_ref().is_some_and(|p| {
-            p.algorithm_version() == version
-                && p.manifest["buckets"].as_u64() == Some(snapshot::BUCKETS as u64)
-        });
+    let reuse = reuses(parent.as_ref(), version, full);
     let parent_rows = match (&parent, reuse) {
         (Some(p), true) => parent_rows(p)?,
         _ => HashMap::new(),

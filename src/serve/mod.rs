@@ -211,12 +211,9 @@ pub async fn serve(
 
 impl Answerer {
     async fn new(engine: &Engine, config: &ServeConfig) -> Result<Self, ServeError> {
-        let ctx = engine.context();
-        let placeholder = engine.log_set(config.volume.url().clone(), Vec::new());
-        engine.register_logs(&ctx, Arc::new(placeholder)).await?;
-        let analysis = Prepared::new(&ctx, "log_analysis")
-            .await
-            .map_err(crate::analysis::error::EngineError::from)?;
+        let analysis = engine
+            .prepare_analysis(config.volume.url().clone())
+            .await?;
         Ok(Self {
             engine: engine.clone(),
             volume: config.volume.clone(),
