@@ -2,13 +2,15 @@
 //! else into an outbox file; then (embedded catalog) recording what they now
 //! hold — only what was confirmed.
 //!
-//! Messages are read back from the published snapshot bucket by bucket (one
-//! bucket of users in memory), per user all analysis results before the
-//! averages.
+//! Messages are read back from the snapshot's files bucket by bucket (one
+//! bucket of users in memory): every analysis result, then every average,
+//! so a user's averages never arrive before one of its analyses.
 //!
 //! - Outbox: `<warehouse>/outbox/<snapshot-id>.jsonl`, one
 //!   `{"subject", "payload"}` per line, written to a temporary name, synced
-//!   and renamed: it exists whole or not at all.
+//!   and renamed: it exists whole or not at all. Its analysis results are
+//!   written from the staged files while the averages are computed
+//!   ([`start_outbox`]).
 //! - JetStream (a stream captures the subject): each message carries a
 //!   `Nats-Msg-Id` (its content hash: a retry is stored once) and counts once
 //!   the stream acknowledges it.
@@ -18,13 +20,15 @@
 //!   everything since the last confirmed round trip counts as undelivered,
 //!   the run fails and the next run sends it again.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type};
+use datafusion::common::runtime::SpawnedTask;
 use futures::StreamExt;
 
 use super::diff::Outgoing;
@@ -98,7 +102,9 @@ pub struct DeliveryReport {
     pub first_error: Option<String>,
 }
 
-/// Sends `outgoing` from the published snapshot in `dir`.
+/// Sends `outgoing` from the published snapshot in `dir`: over NATS when
+/// `nats_url` is given, else into `outbox` (created here when the run did
+/// not start one), which may already hold the analysis results.
 pub async fn deliver(
     catalog: &Catalog,
     warehouse: &Path,
@@ -106,18 +112,19 @@ pub async fn deliver(
     snapshot_id: &str,
     outgoing: &Outgoing,
     nats_url: Option<&str>,
+    outbox: Option<Outbox>,
 ) -> Result<DeliveryReport, DeliveryError> {
     let total = outgoing.analyses.len() + outgoing.averages.len();
     let mut delivered = DeliveryReport::default();
-    if total == 0 {
-        return Ok(delivered);
-    }
-    match nats_url {
-        Some(url) => {
-            let publisher = NatsPublisher::connect(url).await?;
-            let mut sent = 0;
+    if let Some(url) = nats_url {
+        if total == 0 {
+            return Ok(delivered);
+        }
+        let publisher = NatsPublisher::connect(url).await?;
+        let mut sent = 0;
+        for table in [Table::Analysis, Table::Average] {
             for bucket in 0..snapshot::BUCKETS {
-                let messages = bucket_messages(dir, bucket, outgoing)?;
+                let messages = messages(dir, table, bucket, outgoing)?;
                 if messages.is_empty() {
                     continue;
                 }
@@ -138,145 +145,222 @@ pub async fn deliver(
                     delivered.first_error = Some(first.clone());
                 }
             }
-            tracing::info!(
-                sent,
-                undelivered = delivered.undelivered,
-                "results delivered over NATS"
-            );
         }
-        None => {
-            // Recorded as held in the same pass, committed once the outbox
-            // exists whole (a run that dies before sends them again).
-            let mut held = if catalog.is_embedded() {
-                Some(catalog.begin_held().await?)
-            } else {
-                None
-            };
-            let path = write_outbox(warehouse, dir, snapshot_id, outgoing, held.as_mut()).await?;
-            if let Some(held) = held {
-                held.commit().await?;
-            }
-            tracing::debug!(path = %path.display(), "outbox written");
-            delivered.outbox = Some(path);
-        }
+        tracing::info!(
+            sent,
+            undelivered = delivered.undelivered,
+            "results delivered over NATS"
+        );
+        return Ok(delivered);
     }
+    let mut outbox = match outbox {
+        Some(outbox) => outbox,
+        None if total == 0 => return Ok(delivered),
+        None => {
+            let mut outbox = Outbox::create(catalog, warehouse, snapshot_id).await?;
+            outbox
+                .append(|b| messages(dir, Table::Analysis, b, outgoing))
+                .await?;
+            outbox
+        }
+    };
+    outbox
+        .append(|b| messages(dir, Table::Average, b, outgoing))
+        .await?;
+    let path = outbox.finish().await?;
+    tracing::debug!(path = %path.display(), "outbox written");
+    delivered.outbox = Some(path);
     Ok(delivered)
 }
 
-/// The messages of one bucket: per user, analyses (by id) then averages (by
-/// period), whatever order the snapshot's files hold them in.
-fn bucket_messages(
+/// Starts the outbox of a run whose consumers lack `analyses`, and writes
+/// their results from the staged `analysis` files (`files`, per bucket)
+/// on a task of its own: they need nothing from the stages still to come,
+/// which run meanwhile. Averages follow in [`deliver`].
+pub async fn start_outbox(
+    catalog: &Catalog,
+    warehouse: &Path,
+    snapshot_id: &str,
+    files: Vec<Option<PathBuf>>,
+    analyses: Arc<HashSet<String>>,
+) -> Result<StartedOutbox, DeliveryError> {
+    let mut outbox = Outbox::create(catalog, warehouse, snapshot_id).await?;
+    let removal = Removal(Some(outbox.tmp.clone()));
+    let task = SpawnedTask::spawn(async move {
+        outbox
+            .append(|b| analysis_messages(files[b].as_deref(), &analyses))
+            .await?;
+        Ok(outbox)
+    });
+    Ok(StartedOutbox { task, removal })
+}
+
+/// An outbox being written on a task of its own. Dropped (the run failed),
+/// the task stops and the temporary file is gone at once.
+pub struct StartedOutbox {
+    task: SpawnedTask<Result<Outbox, DeliveryError>>,
+    removal: Removal,
+}
+
+impl StartedOutbox {
+    /// The outbox, once its analysis results are written.
+    pub async fn written(self) -> Result<Outbox, super::JobError> {
+        let Self { task, mut removal } = self;
+        let outbox = super::joined(task).await?;
+        removal.0 = None;
+        Ok(outbox)
+    }
+}
+
+/// Removes a file when dropped, unless disarmed (`None`).
+struct Removal(Option<PathBuf>);
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The messages of `outgoing` in one bucket of `table` (`analysis` or
+/// `average`) of the snapshot in `dir`.
+fn messages(
     dir: &Path,
+    table: Table,
     bucket: usize,
     outgoing: &Outgoing,
 ) -> Result<Vec<Message>, DeliveryError> {
-    let mut by_user: BTreeMap<String, (Vec<Message>, Vec<Message>)> = BTreeMap::new();
-    let analysis = dir
-        .join(Table::Analysis.name())
-        .join(format!("part-{bucket:02}.parquet"));
-    if analysis.is_file() {
-        let columns = [
-            "analysis_id",
-            "user_id",
-            "status",
-            "message",
-            "analysis_json",
-            "fap_regen",
-            "log_date",
-            "overall_distance_km",
-        ];
-        for batch in read_parquet(&analysis, Some(&columns))? {
-            for row in 0..batch.num_rows() {
-                let id = text(&batch, "analysis_id", row).unwrap_or_default();
-                if !outgoing.analyses.contains(id) {
-                    continue;
-                }
-                let success = text(&batch, "status", row) == Some("Success");
-                let record = DeliveredAnalysis {
-                    id: id.to_string(),
-                    success,
-                    message: text(&batch, "message", row).unwrap_or_default().to_string(),
-                    analysis: if success {
-                        text(&batch, "analysis_json", row)
-                            .unwrap_or("{}")
-                            .to_string()
-                    } else {
-                        "{}".to_string()
-                    },
-                    fap_regen: success && boolean(&batch, "fap_regen", row),
-                    log_date: date(&batch, "log_date", row).filter(|_| success),
-                    distance: float(&batch, "overall_distance_km", row)
-                        .filter(|d| success && d.is_finite() && d.abs() < 1e8),
-                };
-                let payload = message::result_payload(
-                    &record.id,
-                    record.success,
-                    &record.message,
-                    &record.analysis,
-                    record.fap_regen,
-                    record.log_date.as_deref(),
-                    record.distance,
-                );
-                let user = text(&batch, "user_id", row).unwrap_or_default().to_string();
-                by_user.entry(user).or_default().0.push(Message {
+    let path = snapshot::file_in(dir, table, bucket);
+    match table {
+        Table::Average => average_messages(&path, &outgoing.averages),
+        _ => analysis_messages(Some(&path), &outgoing.analyses),
+    }
+}
+
+/// The `analysis.result` messages of `wanted` analyses in one bucket file
+/// (none when there is none), per user by id.
+fn analysis_messages(
+    path: Option<&Path>,
+    wanted: &HashSet<String>,
+) -> Result<Vec<Message>, DeliveryError> {
+    let mut out: Vec<(String, Message)> = Vec::new();
+    let Some(path) = path.filter(|p| !wanted.is_empty() && p.is_file()) else {
+        return Ok(Vec::new());
+    };
+    let columns = [
+        "analysis_id",
+        "user_id",
+        "status",
+        "message",
+        "analysis_json",
+        "fap_regen",
+        "log_date",
+        "overall_distance_km",
+    ];
+    for batch in read_parquet(path, Some(&columns))? {
+        for row in 0..batch.num_rows() {
+            let id = text(&batch, "analysis_id", row).unwrap_or_default();
+            if !wanted.contains(id) {
+                continue;
+            }
+            let success = text(&batch, "status", row) == Some("Success");
+            let record = DeliveredAnalysis {
+                id: id.to_string(),
+                success,
+                message: text(&batch, "message", row).unwrap_or_default().to_string(),
+                analysis: if success {
+                    text(&batch, "analysis_json", row)
+                        .unwrap_or("{}")
+                        .to_string()
+                } else {
+                    "{}".to_string()
+                },
+                fap_regen: success && boolean(&batch, "fap_regen", row),
+                log_date: date(&batch, "log_date", row).filter(|_| success),
+                distance: float(&batch, "overall_distance_km", row)
+                    .filter(|d| success && d.is_finite() && d.abs() < 1e8),
+            };
+            let payload = message::result_payload(
+                &record.id,
+                record.success,
+                &record.message,
+                &record.analysis,
+                record.fap_regen,
+                record.log_date.as_deref(),
+                record.distance,
+            );
+            let user = text(&batch, "user_id", row).unwrap_or_default().to_string();
+            out.push((
+                user,
+                Message {
                     subject: Subject::AnalysisResult,
                     payload,
                     record: Delivered::Analysis(record),
-                });
-            }
+                },
+            ));
         }
     }
-    let average = dir
-        .join(Table::Average.name())
-        .join(format!("part-{bucket:02}.parquet"));
-    if average.is_file() {
-        let columns = [
-            "user_id",
-            "type",
-            "year",
-            "month",
-            "analysis_sha",
-            "average_json",
-        ];
-        for batch in read_parquet(&average, Some(&columns))? {
-            for row in 0..batch.num_rows() {
-                let key = GroupKey::of_row(&batch, row);
-                if !outgoing.averages.contains(&key) {
-                    continue;
-                }
-                let record = DeliveredAverage {
-                    user_id: key.user_id.clone(),
-                    kind: key.kind.clone(),
-                    year: key.year,
-                    month: key.month,
-                    analysis_sha: text(&batch, "analysis_sha", row)
-                        .unwrap_or_default()
-                        .to_string(),
-                    average: text(&batch, "average_json", row)
-                        .unwrap_or("{}")
-                        .to_string(),
-                };
-                let payload = message::average_payload(&key, &record.analysis_sha, &record.average);
-                by_user
-                    .entry(key.user_id.clone())
-                    .or_default()
-                    .1
-                    .push(Message {
-                        subject: Subject::AverageResult,
-                        payload,
-                        record: Delivered::Average(record),
-                    });
+    Ok(in_order(out))
+}
+
+/// The `average.result` messages of `wanted` groups in one bucket file
+/// (none when it does not exist), per user by period.
+fn average_messages(
+    path: &Path,
+    wanted: &HashSet<GroupKey>,
+) -> Result<Vec<Message>, DeliveryError> {
+    let mut out: Vec<(String, Message)> = Vec::new();
+    if wanted.is_empty() || !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let columns = [
+        "user_id",
+        "type",
+        "year",
+        "month",
+        "analysis_sha",
+        "average_json",
+    ];
+    for batch in read_parquet(path, Some(&columns))? {
+        for row in 0..batch.num_rows() {
+            let key = GroupKey::of_row(&batch, row);
+            if !wanted.contains(&key) {
+                continue;
             }
+            let record = DeliveredAverage {
+                user_id: key.user_id.clone(),
+                kind: key.kind.clone(),
+                year: key.year,
+                month: key.month,
+                analysis_sha: text(&batch, "analysis_sha", row)
+                    .unwrap_or_default()
+                    .to_string(),
+                average: text(&batch, "average_json", row)
+                    .unwrap_or("{}")
+                    .to_string(),
+            };
+            let payload = message::average_payload(&key, &record.analysis_sha, &record.average);
+            out.push((
+                key.user_id,
+                Message {
+                    subject: Subject::AverageResult,
+                    payload,
+                    record: Delivered::Average(record),
+                },
+            ));
         }
     }
-    Ok(by_user
-        .into_values()
-        .flat_map(|(mut analyses, mut averages)| {
-            analyses.sort_by(|a, b| a.record.order().cmp(&b.record.order()));
-            averages.sort_by(|a, b| a.record.order().cmp(&b.record.order()));
-            analyses.into_iter().chain(averages)
-        })
-        .collect())
+    Ok(in_order(out))
+}
+
+/// Messages by user, then in their kind's order, whatever order the
+/// snapshot's files hold them in.
+fn in_order(mut messages: Vec<(String, Message)>) -> Vec<Message> {
+    messages.sort_by(|a, b| {
+        (a.0.as_str(), a.1.record.order()).cmp(&(b.0.as_str(), b.1.record.order()))
+    });
+    messages.into_iter().map(|(_, m)| m).collect()
 }
 
 fn text<'a>(batch: &'a RecordBatch, name: &str, row: usize) -> Option<&'a str> {
@@ -321,60 +405,136 @@ fn date(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
     Some(date.format("%Y-%m-%d").to_string())
 }
 
-/// Writes the outbox of one run, applying its results to `held` bucket by
-/// bucket; returns its path.
-async fn write_outbox(
-    warehouse: &Path,
-    dir: &Path,
-    snapshot_id: &str,
-    outgoing: &Outgoing,
-    mut held: Option<&mut HeldUpdate>,
-) -> Result<PathBuf, DeliveryError> {
-    let outbox = warehouse.join("outbox");
-    let path = outbox.join(format!("{snapshot_id}.jsonl"));
-    let tmp = outbox.join(format!(".{snapshot_id}.jsonl.tmp"));
-    let err = |source| DeliveryError::Outbox {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&outbox).map_err(err)?;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
-    // The catalog's statement for one bucket runs (on SQLite's thread) while
-    // the next bucket is read and written.
-    let mut previous: Vec<Message> = Vec::new();
-    for bucket in 0..=snapshot::BUCKETS {
-        let records: Vec<&Delivered> = previous.iter().map(|m| &m.record).collect();
-        let apply = async {
-            match held.as_deref_mut() {
-                Some(held) if !records.is_empty() => held.apply(&records, super::VERSION).await,
-                _ => Ok(()),
-            }
+/// The outbox of one run, `<warehouse>/outbox/<snapshot-id>.jsonl`: one
+/// `{"subject", "payload"}` per line, written while the run goes on under a
+/// temporary name. It gets its name, synced, and (embedded catalog) its
+/// results count as held only once whole ([`Outbox::finish`]); dropped
+/// before, it leaves no file and records nothing, so the next run sends
+/// them again.
+pub struct Outbox {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    held: Option<HeldUpdate>,
+    /// The temporary file, until it has its name.
+    removal: Removal,
+}
+
+impl Outbox {
+    async fn create(
+        catalog: &Catalog,
+        warehouse: &Path,
+        snapshot_id: &str,
+    ) -> Result<Self, DeliveryError> {
+        let dir = warehouse.join("outbox");
+        let path = dir.join(format!("{snapshot_id}.jsonl"));
+        let tmp = dir.join(format!(".{snapshot_id}.jsonl.tmp"));
+        let err = |source| DeliveryError::Outbox {
+            path: path.clone(),
+            source,
         };
-        let next = async {
-            if bucket == snapshot::BUCKETS {
-                return Ok(Vec::new());
-            }
-            let messages = bucket_messages(dir, bucket, outgoing)?;
-            for m in &messages {
-                writeln!(
-                    file,
-                    "{{\"subject\":\"{}\",\"payload\":{}}}",
-                    m.subject.as_str(),
-                    m.payload
-                )
-                .map_err(err)?;
-            }
-            Ok::<_, DeliveryError>(messages)
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        remove_abandoned(&dir);
+        let file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
+        let held = if catalog.is_embedded() {
+            Some(catalog.begin_held().await?)
+        } else {
+            None
         };
-        let (applied, next) = tokio::join!(apply, next);
-        applied?;
-        previous = next?;
+        Ok(Self {
+            path,
+            removal: Removal(Some(tmp.clone())),
+            tmp,
+            file,
+            held,
+        })
     }
-    let file = file.into_inner().map_err(|e| err(e.into_error()))?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    snapshot::sync_dir(&outbox);
-    Ok(path)
+
+    /// Appends each bucket's `messages(bucket)`; the catalog records one
+    /// bucket (on SQLite's thread) while the next is read and written.
+    async fn append(
+        &mut self,
+        mut messages: impl FnMut(usize) -> Result<Vec<Message>, DeliveryError>,
+    ) -> Result<(), DeliveryError> {
+        let Self {
+            path, file, held, ..
+        } = self;
+        let err = |source| DeliveryError::Outbox {
+            path: path.clone(),
+            source,
+        };
+        let mut previous: Vec<Message> = Vec::new();
+        for bucket in 0..=snapshot::BUCKETS {
+            let records: Vec<&Delivered> = previous.iter().map(|m| &m.record).collect();
+            let apply = async {
+                match held.as_mut() {
+                    Some(held) if !records.is_empty() => held.apply(&records, super::VERSION).await,
+                    _ => Ok(()),
+                }
+            };
+            let next = async {
+                if bucket == snapshot::BUCKETS {
+                    return Ok(Vec::new());
+                }
+                let messages = messages(bucket)?;
+                for m in &messages {
+                    writeln!(
+                        file,
+                        "{{\"subject\":\"{}\",\"payload\":{}}}",
+                        m.subject.as_str(),
+                        m.payload
+                    )
+                    .map_err(err)?;
+                }
+                Ok::<_, DeliveryError>(messages)
+            };
+            let (applied, next) = tokio::join!(apply, next);
+            applied?;
+            previous = next?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the file, gives it its name, then commits what it recorded.
+    async fn finish(self) -> Result<PathBuf, DeliveryError> {
+        let Self {
+            path,
+            tmp,
+            file,
+            held,
+            mut removal,
+        } = self;
+        let err = |source| DeliveryError::Outbox {
+            path: path.clone(),
+            source,
+        };
+        let file = file.into_inner().map_err(|e| err(e.into_error()))?;
+        file.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        removal.0 = None;
+        if let Some(dir) = path.parent() {
+            snapshot::sync_dir(dir);
+        }
+        if let Some(held) = held {
+            held.commit().await?;
+        }
+        Ok(path)
+    }
+}
+
+/// Removes the temporary outboxes of runs that died (only one run writes at
+/// a time: the run lock).
+fn remove_abandoned(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".jsonl.tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Delivery over NATS, as the backend listens (core NATS, raw JSON

@@ -1,9 +1,10 @@
 //! Stage 4: what consumers lack, and what changed between two snapshots.
 //!
-//! - [`outgoing`]: every analysis whose status or object differs from what
-//!   the catalog holds (compared as hashes: see
-//!   [`crate::analysis::jsonb::result_hash`]), and every group whose held
-//!   average is not `SUCCESS` with the same `analysisSha`. Read from the
+//! - [`outgoing_analyses`]: every analysis whose status or object differs
+//!   from what the catalog holds (compared as hashes: see
+//!   [`crate::analysis::jsonb::result_hash`]); then
+//!   [`Outgoing::add_averages`]: every group whose held average is not
+//!   `SUCCESS` with the same `analysisSha`. Read from the
 //!   staged snapshot: recomputed and carried-over rows alike, so a result
 //!   lost on the way is sent again by the next run.
 //! - [`compare`]: per metric, how many analyses and averages differ between
@@ -12,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
@@ -28,7 +30,8 @@ use crate::catalog::{Catalog, col};
 /// What this run sends.
 #[derive(Debug, Default)]
 pub struct Outgoing {
-    pub analyses: HashSet<String>,
+    /// Shared with the task that writes them ([`super::deliver::Outbox`]).
+    pub analyses: Arc<HashSet<String>>,
     pub averages: HashSet<GroupKey>,
     /// Failed analyses in the snapshot, and the most frequent messages.
     pub failed: usize,
@@ -38,9 +41,10 @@ pub struct Outgoing {
 }
 
 /// What consumers hold of each group: (status, analysisSha).
-pub async fn held_averages(
-    catalog: &Catalog,
-) -> Result<HashMap<GroupKey, (String, Option<String>)>, JobError> {
+pub type HeldAverages = HashMap<GroupKey, (String, Option<String>)>;
+
+/// What consumers hold of each group.
+pub async fn held_averages(catalog: &Catalog) -> Result<HeldAverages, JobError> {
     Ok(catalog
         .averages()
         .await?
@@ -57,15 +61,15 @@ pub async fn held_averages(
         .collect())
 }
 
-/// Compares the staged snapshot with what consumers hold (`held`: see
-/// [`held_averages`]).
-pub fn outgoing(
+/// The analyses of the staged snapshot that consumers lack, and its failed
+/// analyses; the groups are added once averaged ([`Outgoing::add_averages`]).
+pub fn outgoing_analyses(
     staging: &Staging,
     plan: &RunPlan,
-    held: &HashMap<GroupKey, (String, Option<String>)>,
     force: bool,
 ) -> Result<Outgoing, JobError> {
-    let mut out = Outgoing::default();
+    let mut analyses = HashSet::new();
+    let mut failed = 0;
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     for bucket in 0..snapshot::BUCKETS {
         let Some(path) = staging.file(Table::Analysis, bucket) else {
@@ -81,7 +85,7 @@ pub fn outgoing(
             let hash = batch.column(3).as_string::<i32>();
             for row in 0..batch.num_rows() {
                 if status.value(row) != "Success" {
-                    out.failed += 1;
+                    failed += 1;
                     *failures.entry(message.value(row).to_string()).or_default() += 1;
                 }
                 let held = plan
@@ -89,36 +93,53 @@ pub fn outgoing(
                     .row(ids.value(row))
                     .map(|r| plan.catalog.get(r, col::HELD_SHA256));
                 if force || held != Some(hash.value(row)) {
-                    out.analyses.insert(ids.value(row).to_string());
-                }
-            }
-        }
-    }
-    for bucket in 0..snapshot::BUCKETS {
-        let Some(path) = staging.file(Table::Average, bucket) else {
-            continue;
-        };
-        for batch in read_parquet(
-            &path,
-            Some(&["user_id", "type", "year", "month", "analysis_sha"]),
-        )? {
-            let shas = batch.column(4).as_string::<i32>();
-            for row in 0..batch.num_rows() {
-                out.groups += 1;
-                let key = GroupKey::of_row(&batch, row);
-                let current = held.get(&key).is_some_and(|(status, sha)| {
-                    status == "SUCCESS" && sha.as_deref() == Some(shas.value(row))
-                });
-                if force || !current {
-                    out.averages.insert(key);
+                    analyses.insert(ids.value(row).to_string());
                 }
             }
         }
     }
     let mut failures: Vec<(String, usize)> = failures.into_iter().collect();
     failures.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    out.failures = failures;
-    Ok(out)
+    Ok(Outgoing {
+        analyses: Arc::new(analyses),
+        failed,
+        failures,
+        ..Outgoing::default()
+    })
+}
+
+impl Outgoing {
+    /// Adds the groups of the staged `average` table whose held average is
+    /// not `SUCCESS` with the same `analysisSha`.
+    pub fn add_averages(
+        &mut self,
+        staging: &Staging,
+        held: &HeldAverages,
+        force: bool,
+    ) -> Result<(), JobError> {
+        for bucket in 0..snapshot::BUCKETS {
+            let Some(path) = staging.file(Table::Average, bucket) else {
+                continue;
+            };
+            for batch in read_parquet(
+                &path,
+                Some(&["user_id", "type", "year", "month", "analysis_sha"]),
+            )? {
+                let shas = batch.column(4).as_string::<i32>();
+                for row in 0..batch.num_rows() {
+                    self.groups += 1;
+                    let key = GroupKey::of_row(&batch, row);
+                    let current = held.get(&key).is_some_and(|(status, sha)| {
+                        status == "SUCCESS" && sha.as_deref() == Some(shas.value(row))
+                    });
+                    if force || !current {
+                        self.averages.insert(key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Per metric of one table: rows that differ and the largest difference.

@@ -123,12 +123,26 @@ impl Averaging {
     }
 }
 
+/// The objects consumers hold of `plan.held_only`: successes whose log is
+/// gone and that no snapshot has; they count in their users' averages.
+pub async fn held_objects(
+    catalog: &Catalog,
+    plan: &RunPlan,
+) -> Result<HashMap<String, Value>, JobError> {
+    Ok(catalog
+        .held_analyses(&plan.held_only)
+        .await?
+        .into_iter()
+        .collect())
+}
+
 /// Computes the averages of `plan.changed_users` into `staging` (tables
 /// `average` and `average_fuel_by_speed_band`, closed on return), with the
-/// models `averaging` plans (planned here if it is `None`).
+/// models `averaging` plans (planned here if it is `None`) and the objects
+/// consumers hold of `plan.held_only` (see [`held_objects`]).
 pub async fn group(
     engine: &Engine,
-    catalog: &Catalog,
+    held: &HashMap<String, Value>,
     plan: &RunPlan,
     staging: &mut Staging,
     averaging: Option<SpawnedTask<Result<Averaging, JobError>>>,
@@ -167,13 +181,6 @@ pub async fn group(
         .collect();
     let members_schema = averager.members_schema().clone();
     let member_bands_schema = averager.member_bands_schema().clone();
-
-    // Successes consumers hold whose log is gone and that no snapshot has.
-    let held: HashMap<String, Value> = catalog
-        .held_analyses(&plan.held_only)
-        .await?
-        .into_iter()
-        .collect();
 
     let changed = &plan.changed_users;
     grouped.timings.add("prepare", t);
@@ -224,7 +231,7 @@ pub async fn group(
         let mut members = conform(joined(members).await?, &members_schema)?;
         let mut member_bands = conform(joined(bands_of_members).await?, &member_bands_schema)?;
         let mut held_keys: Vec<(GroupKey, String, &Value)> = Vec::new();
-        for (id, object) in &held {
+        for (id, object) in held {
             let Some(row) = plan.catalog.row(id) else {
                 continue;
             };

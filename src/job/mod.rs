@@ -2,10 +2,11 @@
 //!
 //! [`plan`] (catalog, parent snapshot, volume → what to analyse and what to
 //! reuse) → [`analyse`] (one engine plan over the logs that need it, rows
-//! streamed into the staged snapshot) → [`group`] (averages of the users
-//! whose analyses changed; the others are carried over) → [`diff`] (what
-//! consumers lack) → [`snapshot`] (published whole) → [`deliver`] (outbox or
-//! NATS, state recorded only once confirmed).
+//! streamed into the staged snapshot) → [`diff`] of the analyses (what
+//! consumers lack; an outbox starts taking them) → [`group`] (averages of
+//! the users whose analyses changed; the others are carried over) →
+//! [`diff`] of the averages → [`snapshot`] (published whole) → [`deliver`]
+//! (outbox or NATS, state recorded only once confirmed).
 //!
 //! Guarantees:
 //! - incremental: an analysis is a function of (the log's sha256, the
@@ -16,7 +17,7 @@
 //! - catalog rows whose file is missing, and files with no row, are reported
 //!   and left alone;
 //! - only what differs from what consumers hold is sent (`--force`: all),
-//!   per user all analysis results before the averages;
+//!   every analysis result before the averages;
 //! - the snapshot is published before delivery; both wait for a check that
 //!   the run still holds its lock; state advances only after delivery is
 //!   confirmed;
@@ -47,7 +48,7 @@ use crate::catalog::{Catalog, CatalogError, RunRecord};
 use crate::scan::ScanProgress;
 use crate::volume::{Volume, VolumeError};
 use deliver::DeliveryError;
-use snapshot::{Parent, SnapshotError, Staging};
+use snapshot::{Parent, SnapshotError, Staging, Table};
 
 /// The analyser version recorded with every result.
 pub const VERSION: &str = concat!("fap-warehouse ", env!("CARGO_PKG_VERSION"));
@@ -298,27 +299,47 @@ async fn run_stages(
         "logs analysed"
     );
 
-    // 3. Averages of the users whose analyses changed.
+    // 3. What consumers lack of the analyses, and what they hold, read
+    // before an outbox takes the embedded catalog's write lock. In outbox
+    // mode their results are written while the averages are computed.
     let t = Instant::now();
-    let grouped = group::group(engine, catalog, &plan, &mut staging, averaging).await?;
+    let held_averages = diff::held_averages(catalog).await?;
+    let held_objects = group::held_objects(catalog, &plan).await?;
+    let mut outgoing = diff::outgoing_analyses(&staging, &plan, config.options.force)?;
+    let outbox = match &config.nats_url {
+        None if !config.options.dry_run && !outgoing.analyses.is_empty() => {
+            let files = (0..snapshot::BUCKETS)
+                .map(|b| staging.file(Table::Analysis, b))
+                .collect();
+            let analyses = outgoing.analyses.clone();
+            let (warehouse, id) = (&config.warehouse, &summary.snapshot_id);
+            Some(deliver::start_outbox(catalog, warehouse, id, files, analyses).await?)
+        }
+        _ => None,
+    };
+    let mut diff_time = t.elapsed();
+
+    // 4. Averages of the users whose analyses changed.
+    let t = Instant::now();
+    let grouped = group::group(engine, &held_objects, &plan, &mut staging, averaging).await?;
     summary.groups_recomputed = grouped.recomputed;
     timing::record(&mut durations, "group", t);
     grouped.timings.record("group", &mut durations);
     tracing::debug!(recomputed = grouped.recomputed, "groups averaged");
 
-    // 4. What consumers lack.
+    // 5. What consumers lack of the averages.
     let t = Instant::now();
-    let held = diff::held_averages(catalog).await?;
-    let outgoing = diff::outgoing(&staging, &plan, &held, config.options.force)?;
+    outgoing.add_averages(&staging, &held_averages, config.options.force)?;
+    diff_time += t.elapsed();
     summary.failed = outgoing.failed;
     summary.failures = outgoing.failures.clone();
     summary.groups = outgoing.groups;
     summary.analysis_messages = outgoing.analyses.len();
     summary.average_messages = outgoing.averages.len();
-    timing::record(&mut durations, "diff", t);
+    timing::record_duration(&mut durations, "diff", diff_time);
     tracing::debug!("changes found");
 
-    // 5. Snapshot (an experiment gets its change report).
+    // 6. Snapshot (an experiment gets its change report).
     let parent_dir = plan.parent.as_ref().map(|p| p.dir.clone());
     let manifest = json!({
         "id": summary.snapshot_id,
@@ -361,6 +382,12 @@ async fn run_stages(
         }
         .into());
     }
+    // The outbox's analysis results come from the staged files: all read
+    // before the snapshot moves.
+    let outbox = match outbox {
+        Some(started) => Some(started.written().await?),
+        None => None,
+    };
     let make_latest = !config.options.dry_run;
     let check = lock.check().await.map_err(|e| e.to_string());
     let dir = staging.publish(&manifest, make_latest, || check)?;
@@ -371,7 +398,7 @@ async fn run_stages(
         return Ok(());
     }
 
-    // 6. Deliver, then record what consumers now hold: only what was confirmed.
+    // 7. Deliver, then record what consumers now hold: only what was confirmed.
     let t = Instant::now();
     lock.check().await?;
     let delivered = deliver::deliver(
@@ -381,6 +408,7 @@ async fn run_stages(
         &summary.snapshot_id,
         &outgoing,
         config.nats_url.as_deref(),
+        outbox,
     )
     .await?;
     summary.outbox = delivered.outbox;

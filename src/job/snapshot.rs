@@ -116,6 +116,11 @@ pub fn new_id() -> String {
     )
 }
 
+/// The file of `bucket` of `table` in the snapshot folder `dir`.
+pub fn file_in(dir: &Path, table: Table, bucket: usize) -> PathBuf {
+    dir.join(table.name()).join(file_name(bucket))
+}
+
 fn file_name(bucket: usize) -> String {
     format!("part-{bucket:02}.parquet")
 }

@@ -36,6 +36,11 @@ pub fn record(durations: &mut Map<String, Value>, stage: &str, since: Instant) {
     durations.insert(format!("{stage}_ms"), Value::from(millis(since.elapsed())));
 }
 
+/// Writes `<stage>_ms`, a stage's time spent in several parts.
+pub fn record_duration(durations: &mut Map<String, Value>, stage: &str, spent: Duration) {
+    durations.insert(format!("{stage}_ms"), Value::from(millis(spent)));
+}
+
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
 }

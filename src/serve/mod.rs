@@ -211,9 +211,7 @@ pub async fn serve(
 
 impl Answerer {
     async fn new(engine: &Engine, config: &ServeConfig) -> Result<Self, ServeError> {
-        let analysis = engine
-            .prepare_analysis(config.volume.url().clone())
-            .await?;
+        let analysis = engine.prepare_analysis(config.volume.url().clone()).await?;
         Ok(Self {
             engine: engine.clone(),
             volume: config.volume.clone(),

@@ -100,6 +100,47 @@ async fn results_do_not_depend_on_the_partitions() {
     assert_eq!(seen[0], seen[2], "1 vs 4 partitions");
 }
 
+/// The plan a run makes before it knows its logs (over none) is the plan
+/// over the logs, operator for operator, and gives the same results.
+#[tokio::test]
+async fn a_plan_made_before_the_logs_are_known_is_the_same() {
+    use datafusion::arrow::array::RecordBatch;
+    use fap_warehouse::analysis::prepared::Input;
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(Models::embedded()).with_partitions(2);
+    let store = ObjectStoreUrl::local_filesystem();
+    let prepared = engine.prepare_analysis(store.clone()).await.unwrap();
+    let logs = engine.log_set(store, inputs(dir.path(), 12));
+    let fresh = engine
+        .analysis_plan(&engine.context(), Arc::new(logs.clone()))
+        .await
+        .unwrap();
+    let (mut ahead, mut after) = (Vec::new(), Vec::new());
+    operators(prepared.plan(), &mut ahead);
+    operators(&fresh, &mut after);
+    assert_eq!(ahead, after);
+
+    let batches: Vec<RecordBatch> = prepared
+        .execute(&[Input::Logs(&logs)])
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut messages: Vec<String> = batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(|row| analysis_result(b, row).to_string()))
+        .collect();
+    messages.sort();
+    let expected = engine.analyse(logs).await.unwrap();
+    let mut expected: Vec<String> = (0..expected.batch.num_rows())
+        .map(|row| analysis_result(&expected.batch, row).to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(messages.len(), 14);
+    assert_eq!(messages, expected);
+}
+
 /// The corrected timestamp rule (contract §2.2, 2026-11-28): rows with a
 /// trailing dot (`15:00:11.`) are kept, so they take their share of dt and
 /// the log's fuel figures change with them.
