@@ -185,40 +185,53 @@ pub async fn start_outbox(
     analyses: Arc<HashSet<String>>,
 ) -> Result<StartedOutbox, DeliveryError> {
     let mut outbox = Outbox::create(catalog, warehouse, snapshot_id).await?;
-    let removal = Removal(Some(outbox.tmp.clone()));
+    let temp = TempFile::new(outbox.temp.path.clone());
     let task = SpawnedTask::spawn(async move {
         outbox
             .append(|b| analysis_messages(files[b].as_deref(), &analyses))
             .await?;
         Ok(outbox)
     });
-    Ok(StartedOutbox { task, removal })
+    Ok(StartedOutbox { task, temp })
 }
 
 /// An outbox being written on a task of its own. Dropped (the run failed),
 /// the task stops and the temporary file is gone at once.
 pub struct StartedOutbox {
     task: SpawnedTask<Result<Outbox, DeliveryError>>,
-    removal: Removal,
+    temp: TempFile,
 }
 
 impl StartedOutbox {
     /// The outbox, once its analysis results are written.
     pub async fn written(self) -> Result<Outbox, super::JobError> {
-        let Self { task, mut removal } = self;
+        let Self { task, mut temp } = self;
         let outbox = super::joined(task).await?;
-        removal.0 = None;
+        temp.keep();
         Ok(outbox)
     }
 }
 
-/// Removes a file when dropped, unless disarmed (`None`).
-struct Removal(Option<PathBuf>);
+/// A temporary file, removed when dropped unless kept.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
 
-impl Drop for Removal {
+impl TempFile {
+    fn new(path: PathBuf) -> Self {
+        Self { path, keep: false }
+    }
+
+    fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempFile {
     fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            let _ = std::fs::remove_file(path);
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -413,11 +426,10 @@ fn date(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
 /// them again.
 pub struct Outbox {
     path: PathBuf,
-    tmp: PathBuf,
+    /// Where it is written, until it has its name.
+    temp: TempFile,
     file: std::io::BufWriter<std::fs::File>,
     held: Option<HeldUpdate>,
-    /// The temporary file, until it has its name.
-    removal: Removal,
 }
 
 impl Outbox {
@@ -436,6 +448,7 @@ impl Outbox {
         std::fs::create_dir_all(&dir).map_err(err)?;
         remove_abandoned(&dir);
         let file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
+        let temp = TempFile::new(tmp);
         let held = if catalog.is_embedded() {
             Some(catalog.begin_held().await?)
         } else {
@@ -443,8 +456,7 @@ impl Outbox {
         };
         Ok(Self {
             path,
-            removal: Removal(Some(tmp.clone())),
-            tmp,
+            temp,
             file,
             held,
         })
@@ -499,10 +511,9 @@ impl Outbox {
     async fn finish(self) -> Result<PathBuf, DeliveryError> {
         let Self {
             path,
-            tmp,
+            mut temp,
             file,
             held,
-            mut removal,
         } = self;
         let err = |source| DeliveryError::Outbox {
             path: path.clone(),
@@ -510,8 +521,8 @@ impl Outbox {
         };
         let file = file.into_inner().map_err(|e| err(e.into_error()))?;
         file.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        removal.0 = None;
+        std::fs::rename(&temp.path, &path).map_err(err)?;
+        temp.keep();
         if let Some(dir) = path.parent() {
             snapshot::sync_dir(dir);
         }

@@ -33,7 +33,7 @@ impl Timings {
 
 /// Writes `<stage>_ms`, the time since `since`, into `durations`.
 pub fn record(durations: &mut Map<String, Value>, stage: &str, since: Instant) {
-    durations.insert(format!("{stage}_ms"), Value::from(millis(since.elapsed())));
+    record_duration(durations, stage, since.elapsed());
 }
 
 /// Writes `<stage>_ms`, a stage's time spent in several parts.
