@@ -14,12 +14,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    RecordBatch, StringBuilder,
+    RecordBatch, StringBuilder, UInt32Array,
 };
-use datafusion::arrow::compute::{
-    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
-};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
 use futures::TryStreamExt;
 use serde_json::{Map, Value};
 
@@ -346,23 +345,26 @@ const MEMBER_ORDER: [&str; 5] = ["user_id", "type", "year", "month", "analysis_i
 const BAND_ORDER: [&str; 6] = ["user_id", "type", "year", "month", "analysis_id", "band"];
 
 /// `batches` as one batch sorted by the columns `keys` (a total order on
-/// members: no two rows share them all).
+/// members: no two rows share them all). Keys are compared as Arrow's row
+/// format (bytes), several times faster than column by column.
 fn sorted(schema: &SchemaRef, batches: &[RecordBatch], keys: &[&str]) -> Result<Vec<RecordBatch>> {
     let all = concat_batches(schema, batches)?;
     let columns = keys
         .iter()
         .map(|key| {
-            let values = all
-                .column_by_name(key)
-                .ok_or_else(|| EngineError::Request(format!("members have no {key}")))?;
-            Ok(SortColumn {
-                values: values.clone(),
-                options: None,
-            })
+            all.column_by_name(key)
+                .cloned()
+                .ok_or_else(|| EngineError::Request(format!("members have no {key}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let order = lexsort_to_indices(&columns, None)?;
-    Ok(vec![take_record_batch(&all, &order)?])
+    let fields = columns
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
+    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    order.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+    Ok(vec![take_record_batch(&all, &UInt32Array::from(order))?])
 }
 
 /// The average object of each row of `averages` as sent, its speed bands
