@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::physical_plan::ExecutionPlan;
@@ -262,10 +263,23 @@ impl Engine {
     /// [`Input::Logs`](crate::analysis::prepared::Input::Logs)): the plan does
     /// not depend on which logs, so it can be made before they are known.
     pub async fn prepare_analysis(&self, store: ObjectStoreUrl) -> Result<Prepared> {
+        self.prepare_analysis_then(store, |_| ()).await
+    }
+
+    /// [`Self::prepare_analysis`], handing `schema_known` the plan's output
+    /// schema as soon as the SQL is read: the models downstream of it can be
+    /// planned while this plan is optimized, which is most of its cost.
+    pub async fn prepare_analysis_then(
+        &self,
+        store: ObjectStoreUrl,
+        schema_known: impl FnOnce(SchemaRef),
+    ) -> Result<Prepared> {
         let ctx = self.context();
         let placeholder = self.log_set(store, Vec::new());
         self.register_logs(&ctx, Arc::new(placeholder)).await?;
-        Ok(Prepared::new(&ctx, "log_analysis").await?)
+        let frame = ctx.table("log_analysis").await?;
+        schema_known(Arc::clone(frame.schema().inner()));
+        Ok(Prepared::of(&ctx, frame).await?)
     }
 
     /// Streams `log_analysis` over `logs`: one plan for the whole set.

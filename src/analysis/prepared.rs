@@ -20,7 +20,7 @@ use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::scan::source::LogSource;
 use crate::scan::{LogSet, scan_exec};
@@ -59,7 +59,12 @@ impl Prepared {
     /// Plans `SELECT * FROM <table>` on `ctx`, whose inputs are registered
     /// with placeholder data of the right schema.
     pub async fn new(ctx: &SessionContext, table: &str) -> Result<Self> {
-        let plan = ctx.table(table).await?.create_physical_plan().await?;
+        Self::of(ctx, ctx.table(table).await?).await
+    }
+
+    /// Plans `frame`, a query on `ctx`.
+    pub async fn of(ctx: &SessionContext, frame: DataFrame) -> Result<Self> {
+        let plan = frame.create_physical_plan().await?;
         Ok(Self {
             plan,
             task: ctx.task_ctx(),

@@ -24,8 +24,10 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::TryStreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::dictionary;
+use super::group::Membership;
 use super::plan::RunPlan;
 use super::snapshot::{Staging, Table, keep_unless};
 use super::timing::Timings;
@@ -48,6 +50,8 @@ pub struct Analysed {
     /// How many logs failed, by message.
     pub failures: BTreeMap<String, usize>,
     pub timings: Timings,
+    /// The group stage's membership models, when they were planned ahead.
+    pub membership: Option<Membership>,
 }
 
 /// Results gathered per run of the snapshot models: small enough that
@@ -141,8 +145,9 @@ fn results_schema(analysis: &SchemaRef) -> SchemaRef {
 
 /// The snapshot models, planned once for the whole run.
 pub struct SnapshotModels {
+    /// The `log_analysis` schema they were planned for.
+    input: SchemaRef,
     results: SchemaRef,
-    catalog: Arc<CatalogIndex>,
     analysis: Prepared,
     bands: Prepared,
 }
@@ -160,11 +165,7 @@ impl SnapshotModels {
     /// Plans `snapshot_analysis` and `fuel_by_speed_band` over `results`
     /// rows of `log_analysis` schema `analysis` and the catalog. A run
     /// handles a few hundred rows: one partition, no exchange between them.
-    pub async fn prepare(
-        engine: &Engine,
-        analysis: &SchemaRef,
-        catalog: Arc<CatalogIndex>,
-    ) -> Result<Self, JobError> {
+    pub async fn prepare(engine: &Engine, analysis: &SchemaRef) -> Result<Self, JobError> {
         let results = results_schema(analysis);
         let ctx = engine.serial_context();
         register_input(&ctx, "results", &results, vec![])?;
@@ -174,9 +175,14 @@ impl SnapshotModels {
         Ok(Self {
             analysis: Prepared::new(&ctx, "snapshot_analysis").await?,
             bands: Prepared::new(&ctx, "fuel_by_speed_band").await?,
+            input: analysis.clone(),
             results,
-            catalog,
         })
+    }
+
+    /// Whether they were planned for `log_analysis` rows of this schema.
+    fn fits(&self, analysis: &SchemaRef) -> bool {
+        self.input.fields() == analysis.fields()
     }
 
     pub fn analysis_schema(&self) -> SchemaRef {
@@ -192,6 +198,7 @@ impl SnapshotModels {
     async fn shape(
         &self,
         writer: &AnalysisWriter,
+        catalog: &CatalogIndex,
         batch: &RecordBatch,
     ) -> Result<Shaped, JobError> {
         let mut timings = Timings::default();
@@ -199,7 +206,7 @@ impl SnapshotModels {
         let (results, failures) = with_json(writer, batch)?;
         timings.add("json", t);
         let t = Instant::now();
-        let (analysis, bands) = self.run(&results).await?;
+        let (analysis, bands) = self.run(&results, catalog).await?;
         timings.add("models", t);
         Ok(Shaped {
             analysis,
@@ -215,12 +222,13 @@ impl SnapshotModels {
     async fn run(
         &self,
         results: &RecordBatch,
+        catalog: &CatalogIndex,
     ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>), JobError> {
         let ids = results
             .column_by_name("log_id")
             .and_then(|c| c.as_string_opt::<i32>())
             .ok_or_else(|| DataFusionError::Internal("results without log_id".into()))?;
-        let catalog = self.catalog.rows_of(ids.iter().flatten())?;
+        let catalog = catalog.rows_of(ids.iter().flatten())?;
         let inputs = [
             Input::Table(self.results.clone(), vec![results.clone()]),
             Input::Table(CatalogIndex::schema(), vec![catalog]),
@@ -231,9 +239,21 @@ impl SnapshotModels {
     }
 }
 
-/// The engine's plan, made on a task of its own before the run knows which
-/// logs it analyses (the plan does not depend on them).
-pub struct EnginePlan(SpawnedTask<Result<Prepared, JobError>>);
+/// The plans of a run, made before it knows which logs it analyses (none
+/// depends on them): the engine's on a task of its own, and the models
+/// downstream of it on another, from the engine's output schema, while the
+/// engine's plan is optimized.
+pub struct EnginePlan {
+    engine: SpawnedTask<Result<Prepared, JobError>>,
+    downstream: SpawnedTask<Result<Option<Downstream>, JobError>>,
+}
+
+/// The models that take the engine's rows: the snapshot's, and the group
+/// stage's membership.
+struct Downstream {
+    snapshot: SnapshotModels,
+    membership: Membership,
+}
 
 impl EnginePlan {
     /// Plans `log_analysis` over the logs of `volume`; local engines only (a
@@ -242,10 +262,37 @@ impl EnginePlan {
         if engine.target() != &Target::Local {
             return None;
         }
-        let (engine, store) = (engine.clone(), volume.url().clone());
-        Some(Self(SpawnedTask::spawn(async move {
-            Ok(engine.prepare_analysis(store).await?)
-        })))
+        let (schema_known, schema) = oneshot::channel();
+        let store = volume.url().clone();
+        let planner = engine.clone();
+        let engine_task = SpawnedTask::spawn(async move {
+            let send = |schema| {
+                let _ = schema_known.send(schema);
+            };
+            Ok(planner.prepare_analysis_then(store, send).await?)
+        });
+        let engine = engine.clone();
+        let downstream = SpawnedTask::spawn(async move {
+            // No schema: the engine's planning failed, and its task says why.
+            let Ok(schema) = schema.await else {
+                return Ok(None);
+            };
+            let snapshot = SnapshotModels::prepare(&engine, &schema).await?;
+            let membership = Membership::prepare(
+                &engine,
+                &dictionary::annotate(Table::Analysis, &snapshot.analysis_schema()),
+                &dictionary::annotate(Table::FuelBySpeedBand, &snapshot.bands_schema()),
+            )
+            .await?;
+            Ok(Some(Downstream {
+                snapshot,
+                membership,
+            }))
+        });
+        Some(Self {
+            engine: engine_task,
+            downstream,
+        })
     }
 }
 
@@ -281,16 +328,38 @@ pub async fn analyse(
         Some(schemas) if logs.logs() == 0 => schemas,
         _ => {
             let t = Instant::now();
-            let stream = match planned {
-                Some(EnginePlan(task)) => joined(task).await?.execute(&[Input::Logs(&logs)])?,
-                None => engine.analyse_stream(logs).await?,
+            let (stream, downstream) = match planned {
+                Some(planned) => (
+                    joined(planned.engine)
+                        .await?
+                        .execute(&[Input::Logs(&logs)])?,
+                    Some(planned.downstream),
+                ),
+                None => (engine.analyse_stream(logs).await?, None),
             };
             let schema = stream.schema();
             let mut chunks = Chunks::gather(stream);
             analysed.timings.add("engine_plan", t);
             let t = Instant::now();
-            let models =
-                Arc::new(SnapshotModels::prepare(engine, &schema, plan.catalog.clone()).await?);
+            let downstream = match downstream {
+                Some(task) => joined(task).await?,
+                None => None,
+            };
+            let models = match downstream {
+                Some(ahead) if ahead.snapshot.fits(&schema) => {
+                    analysed.membership = Some(ahead.membership);
+                    ahead.snapshot
+                }
+                ahead => {
+                    if ahead.is_some() {
+                        tracing::debug!(
+                            "the engine's rows differ from its SQL's schema; replanned"
+                        );
+                    }
+                    SnapshotModels::prepare(engine, &schema).await?
+                }
+            };
+            let models = Arc::new(models);
             let writer = Arc::new(AnalysisWriter::new(&schema)?);
             analysed.timings.add("prepare", t);
             let mut shaping: VecDeque<SpawnedTask<Result<Shaped, JobError>>> = VecDeque::new();
@@ -311,8 +380,9 @@ pub async fn analyse(
                         }
                     }
                     let (models, writer) = (models.clone(), writer.clone());
+                    let catalog = plan.catalog.clone();
                     shaping.push_back(SpawnedTask::spawn(async move {
-                        models.shape(&writer, &batch).await
+                        models.shape(&writer, &catalog, &batch).await
                     }));
                 }
                 let Some(task) = shaping.pop_front() else {

@@ -40,8 +40,10 @@ pub struct Grouped {
     pub timings: Timings,
 }
 
-/// The membership models, planned once.
-struct Membership {
+/// The membership models, planned once (ahead of the run's logs when it
+/// analyses them all: [`super::analyse::EnginePlan`]).
+#[derive(Debug)]
+pub struct Membership {
     analysis: SchemaRef,
     bands: SchemaRef,
     keys: Prepared,
@@ -50,21 +52,18 @@ struct Membership {
 }
 
 impl Membership {
-    async fn prepare(
+    /// Plans them over the staged tables `analysis` and `fuel_by_speed_band`
+    /// of these schemas (the object as sent left on disk) and the catalog.
+    pub async fn prepare(
         engine: &Engine,
-        analysis: SchemaRef,
-        bands: SchemaRef,
-        catalog: &CatalogIndex,
+        analysis: &SchemaRef,
+        bands: &SchemaRef,
     ) -> Result<Self, JobError> {
+        let analysis = without(analysis, "analysis_json");
         let ctx = engine.context();
         register_input(&ctx, "analysis", &analysis, vec![])?;
-        register_input(&ctx, "fuel_by_speed_band", &bands, vec![])?;
-        register_input(
-            &ctx,
-            "catalog",
-            &CatalogIndex::schema(),
-            vec![catalog.batch.clone()],
-        )?;
+        register_input(&ctx, "fuel_by_speed_band", bands, vec![])?;
+        register_input(&ctx, "catalog", &CatalogIndex::schema(), vec![])?;
         for model in ["group_keys", "group_members", "group_member_bands"] {
             engine.register_model(&ctx, model).await?;
         }
@@ -73,21 +72,29 @@ impl Membership {
             members: Prepared::new(&ctx, "group_members").await?,
             member_bands: Prepared::new(&ctx, "group_member_bands").await?,
             analysis,
-            bands,
+            bands: bands.clone(),
         })
     }
 
+    /// Whether they were planned for staged tables of these schemas.
+    fn fits(&self, analysis: &SchemaRef, bands: &SchemaRef) -> bool {
+        self.analysis.fields() == without(analysis, "analysis_json").fields()
+            && self.bands.fields() == bands.fields()
+    }
+
     /// Runs `prepared` on a task of its own: the three membership models
-    /// of a chunk run side by side.
+    /// of a chunk run side by side (`catalog`: the rows of its analyses).
     fn spawn(
         &self,
         prepared: &Prepared,
         analysis: &[RecordBatch],
         bands: &[RecordBatch],
+        catalog: &RecordBatch,
     ) -> SpawnedTask<DFResult<Vec<RecordBatch>>> {
         let inputs = [
             Input::Table(self.analysis.clone(), analysis.to_vec()),
             Input::Table(self.bands.clone(), bands.to_vec()),
+            Input::Table(CatalogIndex::schema(), vec![catalog.clone()]),
         ];
         let prepared = prepared.clone();
         SpawnedTask::spawn(async move { prepared.execute(&inputs)?.try_collect().await })
@@ -138,14 +145,15 @@ pub async fn held_objects(
 
 /// Computes the averages of `plan.changed_users` into `staging` (tables
 /// `average` and `average_fuel_by_speed_band`, closed on return), with the
-/// models `averaging` plans (planned here if it is `None`) and the objects
-/// consumers hold of `plan.held_only` (see [`held_objects`]).
+/// models `averaging` and `membership` plan (planned here if `None`) and
+/// the objects consumers hold of `plan.held_only` (see [`held_objects`]).
 pub async fn group(
     engine: &Engine,
     held: &HashMap<String, Value>,
     plan: &RunPlan,
     staging: &mut Staging,
     averaging: Option<SpawnedTask<Result<Averaging, JobError>>>,
+    membership: Option<Membership>,
 ) -> Result<Grouped, JobError> {
     let mut grouped = Grouped::default();
     let t = Instant::now();
@@ -161,11 +169,17 @@ pub async fn group(
         grouped.timings.add("close", t);
         return Ok(grouped);
     }
-    // Averages never read the object as sent: leave its column on disk.
-    let analysis_schema = without(&table_schema(staging, Table::Analysis)?, "analysis_json");
+    let analysis_schema = table_schema(staging, Table::Analysis)?;
     let bands_schema = table_schema(staging, Table::FuelBySpeedBand)?;
-    let membership =
-        Membership::prepare(engine, analysis_schema, bands_schema, &plan.catalog).await?;
+    let membership = match membership {
+        Some(planned) if planned.fits(&analysis_schema, &bands_schema) => planned,
+        planned => {
+            if planned.is_some() {
+                tracing::debug!("the staged tables differ from the models' schemas; replanned");
+            }
+            Membership::prepare(engine, &analysis_schema, &bands_schema).await?
+        }
+    };
     let Averaging {
         averager,
         snapshot_average,
@@ -224,9 +238,18 @@ pub async fn group(
         grouped.timings.add("read", t);
         let t = Instant::now();
         // Membership (SQL), plus the held objects of this chunk's users.
-        let keys = membership.spawn(&membership.keys, &analysis, &bands);
-        let members = membership.spawn(&membership.members, &analysis, &bands);
-        let bands_of_members = membership.spawn(&membership.member_bands, &analysis, &bands);
+        let catalog = plan.catalog.rows_of(
+            analysis
+                .iter()
+                .map(|batch| string_column(batch, "analysis_id"))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flat_map(|ids| ids.iter().flatten()),
+        )?;
+        let keys = membership.spawn(&membership.keys, &analysis, &bands, &catalog);
+        let members = membership.spawn(&membership.members, &analysis, &bands, &catalog);
+        let bands_of_members =
+            membership.spawn(&membership.member_bands, &analysis, &bands, &catalog);
         let keys = joined(keys).await?;
         let mut members = conform(joined(members).await?, &members_schema)?;
         let mut member_bands = conform(joined(bands_of_members).await?, &member_bands_schema)?;

@@ -321,7 +321,15 @@ async fn run_stages(
 
     // 4. Averages of the users whose analyses changed.
     let t = Instant::now();
-    let grouped = group::group(engine, &held_objects, &plan, &mut staging, averaging).await?;
+    let grouped = group::group(
+        engine,
+        &held_objects,
+        &plan,
+        &mut staging,
+        averaging,
+        analysed.membership,
+    )
+    .await?;
     summary.groups_recomputed = grouped.recomputed;
     timing::record(&mut durations, "group", t);
     grouped.timings.record("group", &mut durations);

@@ -101,7 +101,9 @@ async fn results_do_not_depend_on_the_partitions() {
 }
 
 /// The plan a run makes before it knows its logs (over none) is the plan
-/// over the logs, operator for operator, and gives the same results.
+/// over the logs, operator for operator, and gives the same results; the
+/// schema it hands over before optimizing (the models downstream are
+/// planned from it meanwhile) is the schema of the rows it gives.
 #[tokio::test]
 async fn a_plan_made_before_the_logs_are_known_is_the_same() {
     use datafusion::arrow::array::RecordBatch;
@@ -110,7 +112,13 @@ async fn a_plan_made_before_the_logs_are_known_is_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::new(Models::embedded()).with_partitions(2);
     let store = ObjectStoreUrl::local_filesystem();
-    let prepared = engine.prepare_analysis(store.clone()).await.unwrap();
+    let mut early = None;
+    let prepared = engine
+        .prepare_analysis_then(store.clone(), |schema| early = Some(schema))
+        .await
+        .unwrap();
+    let early = early.expect("the schema is handed over");
+    assert_eq!(early.fields(), prepared.plan().schema().fields());
     let logs = engine.log_set(store, inputs(dir.path(), 12));
     let fresh = engine
         .analysis_plan(&engine.context(), Arc::new(logs.clone()))
@@ -139,6 +147,11 @@ async fn a_plan_made_before_the_logs_are_known_is_the_same() {
     expected.sort();
     assert_eq!(messages.len(), 14);
     assert_eq!(messages, expected);
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.schema().fields() == early.fields())
+    );
 }
 
 /// The corrected timestamp rule (contract §2.2, 2026-11-28): rows with a
