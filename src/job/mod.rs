@@ -235,8 +235,9 @@ async fn run_stages(
     let version = engine.models().version();
     let parent = Parent::latest(&config.warehouse)?;
     // No stored result is reused (a first run, a new algorithm, `--full`):
-    // every log is analysed, so the engine is planned while the catalog is
-    // read. Otherwise most runs analyse little or nothing, and plan later.
+    // every log is analysed, so the engine and the models downstream of it
+    // are planned while the catalog is read. Otherwise most runs analyse
+    // little or nothing, and plan later.
     let engine_plan = (!plan::reuses(parent.as_ref(), &version, config.options.full))
         .then(|| analyse::EnginePlan::spawn(engine, &config.volume))
         .flatten();
