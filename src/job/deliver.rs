@@ -185,6 +185,8 @@ pub async fn start_outbox(
     analyses: Arc<HashSet<String>>,
 ) -> Result<StartedOutbox, DeliveryError> {
     let mut outbox = Outbox::create(catalog, warehouse, snapshot_id).await?;
+    // A second guard on the same file: an aborted task drops its outbox
+    // (and the outbox's guard) only when the runtime next polls it.
     let temp = TempFile::new(outbox.temp.path.clone());
     let task = SpawnedTask::spawn(async move {
         outbox
