@@ -323,12 +323,14 @@ impl Staging {
                 id: self.id.clone(),
                 why: format!("{} rows without user_id", table.name()),
             })?;
+        // A batch holds few users and many rows (21 bands per log): hash
+        // each user once.
+        let mut bucket_of: HashMap<&str, usize> = HashMap::new();
         let mut by_bucket: HashMap<usize, Vec<u32>> = HashMap::new();
         for row in 0..batch.num_rows() {
-            by_bucket
-                .entry(bucket(users.value(row)))
-                .or_default()
-                .push(row as u32);
+            let user = users.value(row);
+            let b = *bucket_of.entry(user).or_insert_with(|| bucket(user));
+            by_bucket.entry(b).or_default().push(row as u32);
         }
         for (b, rows) in by_bucket {
             let part = if rows.len() == batch.num_rows() {
