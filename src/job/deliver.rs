@@ -192,6 +192,7 @@ pub async fn start_outbox(
         outbox
             .append(|b| analysis_messages(files[b].as_deref(), &analyses))
             .await?;
+        outbox.sync_so_far().await?;
         Ok(outbox)
     });
     Ok(StartedOutbox { task, temp })
@@ -507,6 +508,22 @@ impl Outbox {
             previous = next?;
         }
         Ok(())
+    }
+
+    /// Syncs what is written so far, off the runtime's threads: the disk
+    /// works while the run goes on, and [`Outbox::finish`] then waits only
+    /// for the rest.
+    async fn sync_so_far(&mut self) -> Result<(), DeliveryError> {
+        let err = |source| DeliveryError::Outbox {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.flush().map_err(err)?;
+        let file = self.file.get_ref().try_clone().map_err(err)?;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| err(std::io::Error::other(e)))?
+            .map_err(err)
     }
 
     /// Syncs the file, gives it its name, then commits what it recorded.
