@@ -59,6 +59,11 @@ pub struct Analysed {
 /// each run of the models.
 const SNAPSHOT_ROWS: usize = 512;
 
+/// The smallest chunk before the last: near the end, chunks shrink to a
+/// quarter of the logs still to come, so the chunk left to shape once the
+/// engine has ended is small.
+const LAST_ROWS: usize = 64;
+
 /// Chunks the engine may run ahead of the snapshot writer (bounds memory).
 const CHUNKS_AHEAD: usize = 4;
 
@@ -66,22 +71,24 @@ const CHUNKS_AHEAD: usize = 4;
 /// when the engine ends are shaped on every core, not on the job's alone.
 const SHAPING: usize = 2;
 
-/// The engine's results in chunks of about [`SNAPSHOT_ROWS`] rows, gathered
-/// by a task of its own: the engine emits each log as it ends and keeps
-/// going while the job shapes and writes earlier chunks (up to
-/// [`CHUNKS_AHEAD`] of them). Dropped, it stops the task and the engine.
+/// The engine's results in chunks of about [`SNAPSHOT_ROWS`] rows (fewer
+/// near the end of `expected` rows, down to [`LAST_ROWS`]), gathered by a
+/// task of its own: the engine emits each log as it ends and keeps going
+/// while the job shapes and writes earlier chunks (up to [`CHUNKS_AHEAD`]
+/// of them). Dropped, it stops the task and the engine.
 struct Chunks {
     receiver: mpsc::Receiver<DFResult<RecordBatch>>,
     task: Option<SpawnedTask<()>>,
 }
 
 impl Chunks {
-    fn gather(mut stream: SendableRecordBatchStream) -> Self {
+    fn gather(mut stream: SendableRecordBatchStream, expected: usize) -> Self {
         let (chunks, receiver) = mpsc::channel(CHUNKS_AHEAD);
         let task = SpawnedTask::spawn(async move {
             let schema = stream.schema();
             let mut pending: Vec<RecordBatch> = Vec::new();
             let mut rows = 0;
+            let mut remaining = expected;
             loop {
                 let next = match stream.try_next().await {
                     Ok(next) => next,
@@ -95,9 +102,11 @@ impl Chunks {
                     rows += batch.num_rows();
                     pending.push(batch);
                 }
-                if rows > 0 && (rows >= SNAPSHOT_ROWS || end) {
+                let wanted = (remaining / 4).clamp(LAST_ROWS, SNAPSHOT_ROWS);
+                if rows > 0 && (rows >= wanted || end) {
                     let chunk = concat_batches(&schema, &pending).map_err(Into::into);
                     pending.clear();
+                    remaining = remaining.saturating_sub(rows);
                     rows = 0;
                     if chunks.send(chunk).await.is_err() {
                         return;
@@ -338,7 +347,7 @@ pub async fn analyse(
                 None => (engine.analyse_stream(logs).await?, None),
             };
             let schema = stream.schema();
-            let mut chunks = Chunks::gather(stream);
+            let mut chunks = Chunks::gather(stream, analysed.logs);
             analysed.timings.add("engine_plan", t);
             let t = Instant::now();
             let downstream = match downstream {
