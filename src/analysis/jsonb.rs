@@ -5,6 +5,8 @@
 //! The batch job hashes these bytes for `analysisSha`, so that the backend,
 //! hashing the same group, sees the same sha and asks for nothing more.
 
+use std::fmt::Write;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -48,7 +50,7 @@ fn write(value: &Value, out: &mut String) {
             (Some(i), _) if i.unsigned_abs() < (1 << 53) => {
                 out.push_str(itoa(i, &mut [0u8; 20]));
             }
-            (_, Some(x)) => out.push_str(&js_number(x)),
+            (_, Some(x)) => write_js_number(x, out),
             _ => out.push_str("null"),
         },
         Value::String(s) => write_string(s, out),
@@ -121,34 +123,66 @@ fn itoa(i: i64, buf: &mut [u8; 20]) -> &str {
 /// JavaScript's `Number.prototype.toString()` for a finite number
 /// (ECMAScript Number::toString: shortest digits, then the layout rules).
 pub fn js_number(x: f64) -> String {
+    let mut out = String::new();
+    write_js_number(x, &mut out);
+    out
+}
+
+/// [`js_number`] appended to `out`. The digits are ryu's: the shortest that
+/// round-trip and, of two equally near, the even one, as the specification
+/// (and V8) choose; `{:e}` takes the upper one.
+pub fn write_js_number(x: f64, out: &mut String) {
     if !x.is_finite() {
-        return "null".into();
+        out.push_str("null");
+        return;
     }
     if x == 0.0 {
-        return "0".into();
+        out.push('0');
+        return;
     }
-    // `{:e}` gives the shortest round-trip digits: "d.ddde±x".
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    if x < 0.0 {
+        out.push('-');
+    }
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(x.abs());
+    match text.split_once('e') {
+        // Without an exponent (about 1e-5 to 1e16: most metrics) ryu's
+        // layout is the specification's, with `.0` after an integer.
+        None => out.push_str(text.strip_suffix(".0").unwrap_or(text)),
+        Some((mantissa, exp)) => lay_out(mantissa, exp, out),
+    }
+}
+
+/// The specification's layout of the digits of `mantissa` (`d.ddd`) times
+/// ten to the `exp`.
+fn lay_out(mantissa: &str, exp: &str, out: &mut String) {
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0",
+        trimmed => trimmed,
+    };
     let k = digits.len() as i32;
     let n = exp.parse::<i32>().unwrap_or(0) + 1;
-    let body = if k <= n && n <= 21 {
-        format!("{digits}{}", "0".repeat((n - k) as usize))
+    if k <= n && n <= 21 {
+        out.push_str(digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
     } else if 0 < n && n <= 21 {
-        format!("{}.{}", &digits[..n as usize], &digits[n as usize..])
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
     } else if -6 < n && n <= 0 {
-        format!("0.{}{digits}", "0".repeat((-n) as usize))
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(digits);
     } else {
-        let sign = if n > 0 { "+" } else { "-" };
-        let rest = if k > 1 {
-            format!("{}.{}", &digits[..1], &digits[1..])
-        } else {
-            digits.clone()
-        };
-        format!("{rest}e{sign}{}", (n - 1).abs())
-    };
-    if x < 0.0 { format!("-{body}") } else { body }
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let sign = if n > 0 { '+' } else { '-' };
+        let _ = write!(out, "e{sign}{}", (n - 1).abs());
+    }
 }
 
 #[cfg(test)]
@@ -171,10 +205,60 @@ mod tests {
             (1e-7, "1e-7"),
             (-2.5e-8, "-2.5e-8"),
             (-0.0, "0"),
+            // Equally near two shortest candidates: the even one.
+            (1.3085487957268623e15, "1308548795726862.2"),
         ];
         for (x, want) in cases {
             assert_eq!(js_number(x), want, "{x}");
         }
+    }
+
+    /// The specification's steps over std's shortest digits (`{:e}`), which
+    /// take the upper of two equally near candidates.
+    fn with_std_digits(x: f64) -> String {
+        let sci = format!("{:e}", x.abs());
+        let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+        let mut out = String::from(if x < 0.0 { "-" } else { "" });
+        lay_out(mantissa, exp, &mut out);
+        out
+    }
+
+    #[test]
+    fn digits_differ_from_std_only_where_the_specification_takes_the_even_one() {
+        // Metric-like decimals, then arbitrary bit patterns of every scale.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut values: Vec<f64> = (-200_000..200_000).map(|i| f64::from(i) / 100.0).collect();
+        for _ in 0..100_000 {
+            let scale = 10f64.powi((next() % 40) as i32 - 20);
+            values.push((next() % 1_000_000) as f64 * scale);
+            values.push(f64::from_bits(next()));
+        }
+        let mut ties = 0;
+        for x in values.into_iter().filter(|x| x.is_finite()) {
+            let (quick, spelled) = (js_number(x), with_std_digits(x));
+            if quick == spelled {
+                continue;
+            }
+            // Two shortest candidates equally near x: the specification
+            // takes the even one, std the upper one.
+            let last = quick.bytes().last().unwrap_or(b'0');
+            assert!(
+                quick.parse::<f64>() == Ok(x)
+                    && spelled.parse::<f64>() == Ok(x)
+                    && quick.len() == spelled.len()
+                    && (last - b'0').is_multiple_of(2),
+                "{x:e}: {quick} against {spelled}"
+            );
+            ties += 1;
+        }
+        assert!(ties < 100, "{ties} ties");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, SchemaRef};
 use serde_json::{Map, Value};
 
-use super::jsonb::js_number;
+use super::jsonb::write_js_number;
 
 /// Speed band labels, in band order (analysis.md §4, fuelConsumption).
 pub const BANDS: [&str; 21] = [
@@ -539,7 +539,7 @@ fn write_cell(array: Option<&ArrayRef>, row: usize, out: &mut String, jsonb: boo
         DataType::Float64 => {
             let v = array.as_primitive::<Float64Type>().value(row);
             if jsonb {
-                out.push_str(&js_number(v));
+                write_js_number(v, out);
             } else {
                 out.push_str(ryu::Buffer::new().format_finite(v));
             }
