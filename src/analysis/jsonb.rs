@@ -206,6 +206,7 @@ mod tests {
             (-2.5e-8, "-2.5e-8"),
             (-0.0, "0"),
             // Equally near two shortest candidates: the even one.
+            (1000.0 + 2f64.powi(-14), "1000.0000610351562"),
             (1.3085487957268623e15, "1308548795726862.2"),
         ];
         for (x, want) in cases {
