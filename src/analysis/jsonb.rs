@@ -121,16 +121,10 @@ fn itoa(i: i64, buf: &mut [u8; 20]) -> &str {
 }
 
 /// JavaScript's `Number.prototype.toString()` for a finite number
-/// (ECMAScript Number::toString: shortest digits, then the layout rules).
-pub fn js_number(x: f64) -> String {
-    let mut out = String::new();
-    write_js_number(x, &mut out);
-    out
-}
-
-/// [`js_number`] appended to `out`. The digits are ryu's: the shortest that
-/// round-trip and, of two equally near, the even one, as the specification
-/// (and V8) choose; `{:e}` takes the upper one.
+/// (ECMAScript Number::toString: shortest digits, then the layout rules),
+/// appended to `out`. The digits are ryu's: the shortest that round-trip
+/// and, of two equally near, the even one, as the specification (and V8)
+/// choose; `{:e}` takes the upper one.
 pub fn write_js_number(x: f64, out: &mut String) {
     if !x.is_finite() {
         out.push_str("null");
@@ -189,6 +183,12 @@ fn lay_out(mantissa: &str, exp: &str, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn js_number(x: f64) -> String {
+        let mut out = String::new();
+        write_js_number(x, &mut out);
+        out
+    }
 
     #[test]
     fn numbers_print_like_javascript() {
