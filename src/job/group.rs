@@ -53,13 +53,13 @@ pub struct Membership {
 
 impl Membership {
     /// Plans them over the staged tables `analysis` and `fuel_by_speed_band`
-    /// of these schemas (the object as sent left on disk) and the catalog.
+    /// of these schemas (the objects' texts left out) and the catalog.
     pub async fn prepare(
         engine: &Engine,
         analysis: &SchemaRef,
         bands: &SchemaRef,
     ) -> Result<Self, JobError> {
-        let analysis = without(analysis, "analysis_json");
+        let analysis = membership_input(analysis);
         let ctx = engine.context();
         register_input(&ctx, "analysis", &analysis, vec![])?;
         register_input(&ctx, "fuel_by_speed_band", bands, vec![])?;
@@ -78,7 +78,7 @@ impl Membership {
 
     /// Whether they were planned for staged tables of these schemas.
     fn fits(&self, analysis: &SchemaRef, bands: &SchemaRef) -> bool {
-        self.analysis.fields() == without(analysis, "analysis_json").fields()
+        self.analysis.fields() == membership_input(analysis).fields()
             && self.bands.fields() == bands.fields()
     }
 
@@ -187,11 +187,14 @@ pub async fn group(
         Some(task) => joined(task).await?,
         None => Averaging::prepare(engine).await?,
     };
+    // Membership's columns, and the objects as the backend prints them (each
+    // group's hash).
     let analysis_columns: Vec<&str> = membership
         .analysis
         .fields()
         .iter()
         .map(|f| f.name().as_str())
+        .chain(["analysis_jsonb"])
         .collect();
     let members_schema = averager.members_schema().clone();
     let member_bands_schema = averager.member_bands_schema().clone();
@@ -246,10 +249,13 @@ pub async fn group(
                 .into_iter()
                 .flat_map(|ids| ids.iter().flatten()),
         )?;
-        let keys = membership.spawn(&membership.keys, &analysis, &bands, &catalog);
-        let members = membership.spawn(&membership.members, &analysis, &bands, &catalog);
-        let bands_of_members =
-            membership.spawn(&membership.member_bands, &analysis, &bands, &catalog);
+        let rows = analysis
+            .iter()
+            .map(|batch| project(batch, &membership.analysis))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = membership.spawn(&membership.keys, &rows, &bands, &catalog);
+        let members = membership.spawn(&membership.members, &rows, &bands, &catalog);
+        let bands_of_members = membership.spawn(&membership.member_bands, &rows, &bands, &catalog);
         let keys = joined(keys).await?;
         let mut members = conform(joined(members).await?, &members_schema)?;
         let mut member_bands = conform(joined(bands_of_members).await?, &member_bands_schema)?;
@@ -372,6 +378,20 @@ fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBa
         .collect()
 }
 
+/// `batch`'s columns of `schema`, by name.
+fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, JobError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            batch.column_by_name(field.name()).cloned().ok_or_else(|| {
+                snapshot::SnapshotError::Missing(format!("column {}", field.name())).into()
+            })
+        })
+        .collect::<Result<Vec<_>, JobError>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
 /// The schema `table` was written with (read back from its staged files).
 fn table_schema(staging: &Staging, table: Table) -> Result<SchemaRef, JobError> {
     let path = (0..snapshot::BUCKETS)
@@ -382,12 +402,14 @@ fn table_schema(staging: &Staging, table: Table) -> Result<SchemaRef, JobError> 
     Ok(snapshot::parquet_schema(&path)?)
 }
 
-/// `schema` without the field `name`.
-fn without(schema: &SchemaRef, name: &str) -> SchemaRef {
+/// The staged `analysis` columns the membership models read: not the
+/// objects' texts, most of the bytes, which every member row would carry
+/// (only [`group_shas`] reads `analysis_jsonb`).
+fn membership_input(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .filter(|f| f.name() != name)
+        .filter(|f| !matches!(f.name().as_str(), "analysis_json" | "analysis_jsonb"))
         .map(|f| f.as_ref().clone())
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
