@@ -249,10 +249,7 @@ pub async fn group(
                 .into_iter()
                 .flat_map(|ids| ids.iter().flatten()),
         )?;
-        let rows = analysis
-            .iter()
-            .map(|batch| project(batch, &membership.analysis))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = conform(analysis.clone(), &membership.analysis)?;
         let keys = membership.spawn(&membership.keys, &rows, &bands, &catalog);
         let members = membership.spawn(&membership.members, &rows, &bands, &catalog);
         let bands_of_members = membership.spawn(&membership.member_bands, &rows, &bands, &catalog);
@@ -376,20 +373,6 @@ fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBa
             )?)
         })
         .collect()
-}
-
-/// `batch`'s columns of `schema`, by name.
-fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, JobError> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| {
-            batch.column_by_name(field.name()).cloned().ok_or_else(|| {
-                snapshot::SnapshotError::Missing(format!("column {}", field.name())).into()
-            })
-        })
-        .collect::<Result<Vec<_>, JobError>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// The schema `table` was written with (read back from its staged files).
