@@ -9,7 +9,8 @@
 //! memory holds one bucket of users at a time. Rust adds what the backend
 //! checks: each group's `analysisSha`, and the object as sent.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -189,124 +190,50 @@ pub async fn group(
     };
     // Membership's columns, and the objects as the backend prints them (each
     // group's hash).
-    let analysis_columns: Vec<&str> = membership
+    let analysis_columns: Vec<String> = membership
         .analysis
         .fields()
         .iter()
-        .map(|f| f.name().as_str())
-        .chain(["analysis_jsonb"])
+        .map(|f| f.name().clone())
+        .chain(["analysis_jsonb".to_string()])
         .collect();
-    let members_schema = averager.members_schema().clone();
-    let member_bands_schema = averager.member_bands_schema().clone();
-
-    let changed = &plan.changed_users;
+    let (average_schema, average_bands_schema) =
+        (snapshot_average.schema(), averager.bands_schema());
+    let models = Arc::new(GroupModels {
+        analysis_columns,
+        membership,
+        averager,
+        snapshot_average,
+        catalog: plan.catalog.clone(),
+        changed: Arc::new(plan.changed_users.clone()),
+    });
     grouped.timings.add("prepare", t);
-    let mut buckets: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
-    for user in changed {
-        buckets
-            .entry(snapshot::bucket(user))
-            .or_default()
-            .push(user);
-    }
-    // Buckets are averaged a chunk at a time: enough analyses to amortize
-    // each run of the plans, few enough to bound memory.
-    let bucket_list: Vec<usize> = buckets.keys().copied().collect();
-    let mut chunk_start = 0;
-    while chunk_start < bucket_list.len() {
-        let mut analysis = Vec::new();
-        let mut bands = Vec::new();
-        let mut chunk = Vec::new();
-        let mut rows = 0;
+
+    // Chunks are averaged side by side, one per partition, and written in
+    // bucket order as they end: the engine is done, every core is free.
+    let mut chunks = chunks(plan, staging, engine.partitions()).into_iter();
+    let mut running: VecDeque<SpawnedTask<Result<ChunkAverages, JobError>>> = VecDeque::new();
+    loop {
+        while running.len() < engine.partitions().max(1)
+            && let Some(chunk) = chunks.next()
+        {
+            let held = held_keys(held, plan, &chunk.buckets);
+            let models = models.clone();
+            running.push_back(SpawnedTask::spawn(async move {
+                models.average(chunk, held).await
+            }));
+        }
+        let Some(task) = running.pop_front() else {
+            break;
+        };
+        let averaged = joined(task).await?;
+        grouped.recomputed += averaged.recomputed;
+        grouped.timings.merge(&averaged.timings);
         let t = Instant::now();
-        while chunk_start < bucket_list.len() && (chunk.is_empty() || rows < CHUNK_ANALYSES) {
-            let bucket = bucket_list[chunk_start];
-            chunk_start += 1;
-            let bucket_analysis = read_users(
-                staging.file(Table::Analysis, bucket),
-                Some(&analysis_columns),
-                changed,
-            )?;
-            rows += bucket_analysis
-                .iter()
-                .map(RecordBatch::num_rows)
-                .sum::<usize>();
-            analysis.extend(bucket_analysis);
-            bands.extend(read_users(
-                staging.file(Table::FuelBySpeedBand, bucket),
-                None,
-                changed,
-            )?);
-            chunk.push(bucket);
+        for batch in &averaged.averages {
+            staging.write(Table::Average, batch)?;
         }
-        grouped.timings.add("read", t);
-        let t = Instant::now();
-        // Membership (SQL), plus the held objects of this chunk's users.
-        let catalog = plan.catalog.rows_of(
-            analysis
-                .iter()
-                .map(|batch| string_column(batch, "analysis_id"))
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flat_map(|ids| ids.iter().flatten()),
-        )?;
-        let rows = conform(analysis.clone(), &membership.analysis)?;
-        let keys = membership.spawn(&membership.keys, &rows, &bands, &catalog);
-        let members = membership.spawn(&membership.members, &rows, &bands, &catalog);
-        let bands_of_members = membership.spawn(&membership.member_bands, &rows, &bands, &catalog);
-        let keys = joined(keys).await?;
-        let mut members = conform(joined(members).await?, &members_schema)?;
-        let mut member_bands = conform(joined(bands_of_members).await?, &member_bands_schema)?;
-        let mut held_keys: Vec<(GroupKey, String, &Value)> = Vec::new();
-        for (id, object) in held {
-            let Some(row) = plan.catalog.row(id) else {
-                continue;
-            };
-            let user = plan.catalog.get(row, col::USER_ID);
-            if !chunk.contains(&snapshot::bucket(user)) {
-                continue;
-            }
-            let date = object["overall"]["date"]["date"].as_str();
-            for key in GroupKey::all_for(user, date) {
-                held_keys.push((key, id.clone(), object));
-            }
-        }
-        if !held_keys.is_empty() {
-            let (rows, band_rows) =
-                members_from_json(&held_keys, &members_schema, &member_bands_schema)?;
-            members.push(rows);
-            member_bands.push(band_rows);
-        }
-        grouped.timings.add("members", t);
-        // Each group's analysisSha is hashed on a thread of its own while
-        // the averages are computed.
-        let held_members: Vec<(GroupKey, String, String)> = held_keys
-            .iter()
-            .map(|(key, id, object)| (key.clone(), id.clone(), jsonb::to_string(object)))
-            .collect();
-        let catalog = plan.catalog.clone();
-        let shas = SpawnedTask::spawn_blocking(move || {
-            group_shas(&catalog, &keys, &analysis, &held_members)
-        });
-        let t = Instant::now();
-        let (averages, average_bands) = averager.run(members, member_bands).await?;
-        grouped.timings.add("average", t);
-        if averages.num_rows() == 0 {
-            continue;
-        }
-        grouped.recomputed += averages.num_rows();
-        let t = Instant::now();
-        let shas = joined(shas).await?;
-        let objects = average_objects(&averages, &average_bands)?;
-        let sha_column: StringArray = (0..averages.num_rows())
-            .map(|row| shas.get(&GroupKey::of_row(&averages, row)).cloned())
-            .collect();
-        let rows = snapshot_average
-            .run(&averages, sha_column, StringArray::from(objects))
-            .await?;
-        for batch in rows {
-            staging.write(Table::Average, &batch)?;
-        }
-        for batch in &average_bands {
+        for batch in &averaged.bands {
             staging.write(Table::AverageFuelBySpeedBand, batch)?;
         }
         grouped.timings.add("write", t);
@@ -314,12 +241,210 @@ pub async fn group(
     let t = Instant::now();
     close_averages(
         staging,
-        &snapshot_average.schema(),
-        &averager.bands_schema(),
-        changed.clone(),
+        &average_schema,
+        &average_bands_schema,
+        plan.changed_users.clone(),
     )?;
     grouped.timings.add("close", t);
     Ok(grouped)
+}
+
+/// The models and inputs every chunk of the group stage shares.
+struct GroupModels {
+    analysis_columns: Vec<String>,
+    membership: Membership,
+    averager: Averager,
+    snapshot_average: SnapshotAverage,
+    catalog: Arc<CatalogIndex>,
+    changed: Arc<HashSet<String>>,
+}
+
+/// Consecutive buckets averaged together, and their staged files.
+struct Chunk {
+    buckets: Vec<usize>,
+    /// `analysis` and `fuel_by_speed_band` of each bucket.
+    files: Vec<(Option<PathBuf>, Option<PathBuf>)>,
+}
+
+/// A chunk's rows of the `average` and `average_fuel_by_speed_band` tables.
+struct ChunkAverages {
+    averages: Vec<RecordBatch>,
+    bands: Vec<RecordBatch>,
+    recomputed: usize,
+    timings: Timings,
+}
+
+/// The buckets of changed users as chunks (see [`split_buckets`]), with
+/// their staged files.
+fn chunks(plan: &RunPlan, staging: &Staging, partitions: usize) -> Vec<Chunk> {
+    let bucket_of: HashMap<&str, usize> = plan
+        .changed_users
+        .iter()
+        .map(|u| (u.as_str(), snapshot::bucket(u)))
+        .collect();
+    let mut analyses: BTreeMap<usize, usize> = bucket_of.values().map(|&b| (b, 0)).collect();
+    for row in 0..plan.catalog.len() {
+        if let Some(b) = bucket_of.get(plan.catalog.get(row, col::USER_ID)) {
+            *analyses.entry(*b).or_default() += 1;
+        }
+    }
+    split_buckets(&analyses, partitions)
+        .into_iter()
+        .map(|buckets| Chunk {
+            files: buckets
+                .iter()
+                .map(|&b| {
+                    (
+                        staging.file(Table::Analysis, b),
+                        staging.file(Table::FuelBySpeedBand, b),
+                    )
+                })
+                .collect(),
+            buckets,
+        })
+        .collect()
+}
+
+/// Consecutive buckets (`analyses`: how many each holds) in chunks of about
+/// `1 / partitions` of the analyses, at most [`CHUNK_ANALYSES`]` /
+/// partitions` each: as many chunks as cores even for a few users, and no
+/// more held at once than [`CHUNK_ANALYSES`] when `partitions` run together.
+fn split_buckets(analyses: &BTreeMap<usize, usize>, partitions: usize) -> Vec<Vec<usize>> {
+    let partitions = partitions.max(1);
+    let total: usize = analyses.values().sum();
+    let target = total
+        .div_ceil(partitions)
+        .clamp(1, (CHUNK_ANALYSES / partitions).max(1));
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut rows = target;
+    for (&bucket, &count) in analyses {
+        if rows >= target {
+            chunks.push(Vec::new());
+            rows = 0;
+        }
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(bucket);
+        }
+        rows += count;
+    }
+    chunks
+}
+
+/// The objects consumers hold (see [`held_objects`]) of the users of
+/// `buckets`, under each of their groups.
+fn held_keys(
+    held: &HashMap<String, Value>,
+    plan: &RunPlan,
+    buckets: &[usize],
+) -> Vec<(GroupKey, String, Value)> {
+    let mut keys = Vec::new();
+    for (id, object) in held {
+        let Some(row) = plan.catalog.row(id) else {
+            continue;
+        };
+        let user = plan.catalog.get(row, col::USER_ID);
+        if !buckets.contains(&snapshot::bucket(user)) {
+            continue;
+        }
+        let date = object["overall"]["date"]["date"].as_str();
+        for key in GroupKey::all_for(user, date) {
+            keys.push((key, id.clone(), object.clone()));
+        }
+    }
+    keys
+}
+
+impl GroupModels {
+    /// The averages of one chunk's groups, as snapshot rows.
+    async fn average(
+        &self,
+        chunk: Chunk,
+        held: Vec<(GroupKey, String, Value)>,
+    ) -> Result<ChunkAverages, JobError> {
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        let columns: Vec<&str> = self.analysis_columns.iter().map(String::as_str).collect();
+        let (mut analysis, mut bands) = (Vec::new(), Vec::new());
+        for (analysis_file, bands_file) in chunk.files {
+            analysis.extend(read_users(analysis_file, Some(&columns), &self.changed)?);
+            bands.extend(read_users(bands_file, None, &self.changed)?);
+        }
+        timings.add("read", t);
+        let t = Instant::now();
+        // Membership (SQL), plus the held objects of this chunk's users.
+        let catalog = self.catalog.rows_of(
+            analysis
+                .iter()
+                .map(|batch| string_column(batch, "analysis_id"))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flat_map(|ids| ids.iter().flatten()),
+        )?;
+        let membership = &self.membership;
+        let rows = conform(analysis.clone(), &membership.analysis)?;
+        let keys = membership.spawn(&membership.keys, &rows, &bands, &catalog);
+        let members = membership.spawn(&membership.members, &rows, &bands, &catalog);
+        let bands_of_members = membership.spawn(&membership.member_bands, &rows, &bands, &catalog);
+        let keys = joined(keys).await?;
+        let mut members = conform(joined(members).await?, self.averager.members_schema())?;
+        let mut member_bands = conform(
+            joined(bands_of_members).await?,
+            self.averager.member_bands_schema(),
+        )?;
+        if !held.is_empty() {
+            let objects: Vec<(GroupKey, String, &Value)> = held
+                .iter()
+                .map(|(key, id, object)| (key.clone(), id.clone(), object))
+                .collect();
+            let (rows, band_rows) = members_from_json(
+                &objects,
+                self.averager.members_schema(),
+                self.averager.member_bands_schema(),
+            )?;
+            members.push(rows);
+            member_bands.push(band_rows);
+        }
+        timings.add("members", t);
+        // Each group's analysisSha is hashed on a thread of its own while
+        // the averages are computed.
+        let held_members: Vec<(GroupKey, String, String)> = held
+            .into_iter()
+            .map(|(key, id, object)| (key, id, jsonb::to_string(&object)))
+            .collect();
+        let catalog = self.catalog.clone();
+        let shas = SpawnedTask::spawn_blocking(move || {
+            group_shas(&catalog, &keys, &analysis, &held_members)
+        });
+        let t = Instant::now();
+        let (averages, bands) = self.averager.run(members, member_bands).await?;
+        timings.add("average", t);
+        let recomputed = averages.num_rows();
+        if recomputed == 0 {
+            return Ok(ChunkAverages {
+                averages: Vec::new(),
+                bands: Vec::new(),
+                recomputed,
+                timings,
+            });
+        }
+        let t = Instant::now();
+        let shas = joined(shas).await?;
+        let objects = average_objects(&averages, &bands)?;
+        let sha_column: StringArray = (0..averages.num_rows())
+            .map(|row| shas.get(&GroupKey::of_row(&averages, row)).cloned())
+            .collect();
+        let averages = self
+            .snapshot_average
+            .run(&averages, sha_column, StringArray::from(objects))
+            .await?;
+        timings.add("shape", t);
+        Ok(ChunkAverages {
+            averages,
+            bands,
+            recomputed,
+            timings,
+        })
+    }
 }
 
 /// Closes the two average tables: the parent's rows are kept except those
@@ -344,7 +469,8 @@ fn close_averages(
     Ok(())
 }
 
-/// Analyses averaged per run of the plans, at most (about).
+/// Analyses the group stage holds at once, about: its chunks in flight
+/// together (each run of the plans amortized over many).
 const CHUNK_ANALYSES: usize = 10_000;
 
 /// `batches` with the columns of `schema`, taken by name and cast (a column
@@ -546,5 +672,52 @@ impl SnapshotAverage {
             .execute(&[Input::Table(self.input.clone(), vec![batch])])?
             .try_collect()
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buckets(counts: &[(usize, usize)]) -> BTreeMap<usize, usize> {
+        counts.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_small_run_is_split_in_as_many_chunks_as_cores() {
+        let analyses = buckets(&[(0, 100), (3, 100), (7, 100), (9, 100)]);
+        assert_eq!(split_buckets(&analyses, 2), vec![vec![0, 3], vec![7, 9]]);
+        assert_eq!(split_buckets(&analyses, 1), vec![vec![0, 3, 7, 9]]);
+    }
+
+    #[test]
+    fn chunks_keep_bucket_order_and_every_bucket_once() {
+        let analyses = buckets(&[(1, 5), (2, 500), (4, 1), (5, 0), (8, 40)]);
+        for partitions in 1..=5 {
+            let chunks = split_buckets(&analyses, partitions);
+            let flat: Vec<usize> = chunks.concat();
+            assert_eq!(flat, vec![1, 2, 4, 5, 8], "{partitions} partitions");
+            assert!(chunks.iter().all(|c| !c.is_empty()));
+        }
+    }
+
+    #[test]
+    fn a_large_run_holds_at_most_a_chunk_of_analyses_at_once() {
+        // 1000 users' buckets of 3000 analyses each: 3M analyses.
+        let analyses: BTreeMap<usize, usize> = (0..1000).map(|b| (b, 3000)).collect();
+        let partitions = 4;
+        let chunks = split_buckets(&analyses, partitions);
+        let limit = CHUNK_ANALYSES / partitions;
+        for chunk in &chunks {
+            let rows: usize = chunk.iter().map(|b| analyses[b]).sum();
+            // A chunk ends with the bucket that reaches the target.
+            assert!(rows < limit + 3000, "{rows} analyses in one chunk");
+        }
+        assert!(chunks.len() >= 3_000_000 / (limit + 3000));
+    }
+
+    #[test]
+    fn no_changed_bucket_means_no_chunk() {
+        assert!(split_buckets(&BTreeMap::new(), 2).is_empty());
     }
 }
