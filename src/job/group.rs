@@ -5,9 +5,10 @@
 //! `group_member_bands.sql`) over the staged `analysis` and
 //! `fuel_by_speed_band` tables joined with the catalog; the averages are
 //! `group_average.sql` and `group_average_bands.sql`; the `average` table is
-//! `snapshot_average.sql`. Each is planned once and run per bucket, so
-//! memory holds one bucket of users at a time. Rust adds what the backend
-//! checks: each group's `analysisSha`, and the object as sent.
+//! `snapshot_average.sql`. Each is planned once and run per chunk of
+//! buckets, one chunk per partition side by side, so memory holds a few
+//! buckets of users at a time. Rust adds what the backend checks: each
+//! group's `analysisSha`, and the object as sent.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
