@@ -167,7 +167,7 @@ pub async fn group(
             parent.schema(Table::AverageFuelBySpeedBand),
         )
     {
-        close_averages(staging, &average, &bands, HashSet::new())?;
+        close_averages(staging, &average, &bands, Arc::default())?;
         grouped.timings.add("close", t);
         return Ok(grouped);
     }
@@ -212,10 +212,11 @@ pub async fn group(
 
     // Chunks are averaged side by side, one per partition, and written in
     // bucket order as they end: the engine is done, every core is free.
-    let mut chunks = chunks(plan, staging, engine.partitions()).into_iter();
+    let partitions = engine.partitions().max(1);
+    let mut chunks = chunks(plan, staging, partitions).into_iter();
     let mut running: VecDeque<SpawnedTask<Result<ChunkAverages, JobError>>> = VecDeque::new();
     loop {
-        while running.len() < engine.partitions().max(1)
+        while running.len() < partitions
             && let Some(chunk) = chunks.next()
         {
             let held = held_keys(held, plan, &chunk.buckets);
@@ -244,7 +245,7 @@ pub async fn group(
         staging,
         &average_schema,
         &average_bands_schema,
-        plan.changed_users.clone(),
+        models.changed.clone(),
     )?;
     grouped.timings.add("close", t);
     Ok(grouped)
@@ -454,9 +455,8 @@ fn close_averages(
     staging: &mut Staging,
     average: &SchemaRef,
     bands: &SchemaRef,
-    recomputed: HashSet<String>,
+    recomputed: Arc<HashSet<String>>,
 ) -> Result<(), JobError> {
-    let recomputed = Arc::new(recomputed);
     staging.close_table(
         Table::Average,
         average,
