@@ -132,16 +132,28 @@ impl Averaging {
     }
 }
 
-/// The objects consumers hold of `plan.held_only`: successes whose log is
-/// gone and that no snapshot has; they count in their users' averages.
+/// An object consumers hold of `plan.held_only`: a success whose log is
+/// gone and that no snapshot has; it counts in its user's averages. Shared
+/// by the user's groups (OVERALL, YEARLY, MONTHLY), printed as jsonb once.
+#[derive(Debug)]
+pub struct HeldObject {
+    value: Value,
+    jsonb: String,
+}
+
+/// The objects consumers hold of `plan.held_only`, by analysis id.
 pub async fn held_objects(
     catalog: &Catalog,
     plan: &RunPlan,
-) -> Result<HashMap<String, Value>, JobError> {
+) -> Result<HashMap<String, Arc<HeldObject>>, JobError> {
     Ok(catalog
         .held_analyses(&plan.held_only)
         .await?
         .into_iter()
+        .map(|(id, value)| {
+            let jsonb = jsonb::to_string(&value);
+            (id, Arc::new(HeldObject { value, jsonb }))
+        })
         .collect())
 }
 
@@ -151,7 +163,7 @@ pub async fn held_objects(
 /// the objects consumers hold of `plan.held_only` (see [`held_objects`]).
 pub async fn group(
     engine: &Engine,
-    held: &HashMap<String, Value>,
+    held: &HashMap<String, Arc<HeldObject>>,
     plan: &RunPlan,
     staging: &mut Staging,
     averaging: Option<SpawnedTask<Result<Averaging, JobError>>>,
@@ -335,10 +347,10 @@ fn split_buckets(analyses: &BTreeMap<usize, usize>, partitions: usize) -> Vec<Ve
 /// The objects consumers hold (see [`held_objects`]) of the users of
 /// `buckets`, under each of their groups.
 fn held_keys(
-    held: &HashMap<String, Value>,
+    held: &HashMap<String, Arc<HeldObject>>,
     plan: &RunPlan,
     buckets: &[usize],
-) -> Vec<(GroupKey, String, Value)> {
+) -> Vec<(GroupKey, String, Arc<HeldObject>)> {
     let mut keys = Vec::new();
     for (id, object) in held {
         let Some(row) = plan.catalog.row(id) else {
@@ -348,7 +360,7 @@ fn held_keys(
         if !buckets.contains(&snapshot::bucket(user)) {
             continue;
         }
-        let date = object["overall"]["date"]["date"].as_str();
+        let date = object.value["overall"]["date"]["date"].as_str();
         for key in GroupKey::all_for(user, date) {
             keys.push((key, id.clone(), object.clone()));
         }
@@ -361,7 +373,7 @@ impl GroupModels {
     async fn average(
         &self,
         chunk: Chunk,
-        held: Vec<(GroupKey, String, Value)>,
+        held: Vec<(GroupKey, String, Arc<HeldObject>)>,
     ) -> Result<ChunkAverages, JobError> {
         let mut timings = Timings::default();
         let t = Instant::now();
@@ -396,7 +408,7 @@ impl GroupModels {
         if !held.is_empty() {
             let objects: Vec<(GroupKey, String, &Value)> = held
                 .iter()
-                .map(|(key, id, object)| (key.clone(), id.clone(), object))
+                .map(|(key, id, object)| (key.clone(), id.clone(), &object.value))
                 .collect();
             let (rows, band_rows) = members_from_json(
                 &objects,
@@ -409,14 +421,9 @@ impl GroupModels {
         timings.add("members", t);
         // Each group's analysisSha is hashed on a thread of its own while
         // the averages are computed.
-        let held_members: Vec<(GroupKey, String, String)> = held
-            .into_iter()
-            .map(|(key, id, object)| (key, id, jsonb::to_string(&object)))
-            .collect();
         let catalog = self.catalog.clone();
-        let shas = SpawnedTask::spawn_blocking(move || {
-            group_shas(&catalog, &keys, &analysis, &held_members)
-        });
+        let shas =
+            SpawnedTask::spawn_blocking(move || group_shas(&catalog, &keys, &analysis, &held));
         let t = Instant::now();
         let (averages, bands) = self.averager.run(members, member_bands).await?;
         timings.add("average", t);
@@ -558,7 +565,7 @@ fn group_shas(
     catalog: &CatalogIndex,
     keys: &[RecordBatch],
     analysis: &[RecordBatch],
-    held: &[(GroupKey, String, String)],
+    held: &[(GroupKey, String, Arc<HeldObject>)],
 ) -> Result<HashMap<GroupKey, String>, JobError> {
     let mut jsonb_of: HashMap<&str, &str> = HashMap::new();
     for batch in analysis {
@@ -568,8 +575,8 @@ fn group_shas(
             jsonb_of.insert(ids.value(row), jsonb.value(row));
         }
     }
-    for (_, id, text) in held {
-        jsonb_of.entry(id).or_insert(text);
+    for (_, id, object) in held {
+        jsonb_of.entry(id).or_insert(&object.jsonb);
     }
     let mut members: HashMap<GroupKey, Vec<(String, String)>> = HashMap::new();
     for batch in keys {

@@ -3,7 +3,8 @@
 //! and sends nothing → new logs send exactly their users' messages →
 //! `--full` re-reads everything and a log changed on the volume fails alone
 //! → the run lock → a crash before publishing keeps the old latest →
-//! experiments (`--dry-run`, `--sql-dir`) never reach consumers.
+//! experiments (`--dry-run`, `--sql-dir`) never reach consumers → a log
+//! gone from the volume still counts in its user's averages.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -612,4 +613,36 @@ async fn a_crash_before_publishing_keeps_the_previous_latest() {
         std::fs::read_dir(w.root().join("outbox")).unwrap().count() == 1,
         "nothing more delivered"
     );
+}
+
+/// A log gone from the volume still counts in its user's averages: `--full`
+/// re-reads the others and takes the gone one's result from what consumers
+/// hold (no snapshot result is reused), so no average changes.
+#[test]
+fn a_gone_log_still_counts_in_its_users_averages() {
+    let w = Warehouse::new();
+    let ids = w.ingest("gina@example.com", &logs(&w.path().join("in"), 3, 81));
+    w.ok(&["run"]);
+    let averages = "SELECT type, year, month, n_analyses, analysis_sha, overall_distance_km \
+                    FROM average ORDER BY type, year, month";
+    let before = w.query(averages);
+    assert!(
+        before
+            .iter()
+            .any(|r| r["type"] == "OVERALL" && r["n_analyses"] == 3),
+        "{before:?}"
+    );
+
+    std::fs::remove_file(w.root().join(format!("volume/{}.csv", ids[0]))).unwrap();
+    let out = w.ok(&["run", "--full"]);
+    assert!(out.contains("(2 analysed, 0 reused, 0 failed)"), "{out}");
+    assert!(
+        out.contains("catalog rows without a log file (left alone)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 analysis + 0 average messages"),
+        "the averages still hold the gone log: {out}"
+    );
+    assert_eq!(w.query(averages), before);
 }
