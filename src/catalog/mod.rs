@@ -16,6 +16,7 @@
 //! per analysis, with a hash of what consumers hold instead of the object
 //! itself), so its memory stays small however many analyses there are.
 
+pub mod held_memo;
 pub mod lock;
 
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{PgPool, Row, SqlSafeStr, SqlitePool};
+
+use held_memo::HeldMemo;
 
 /// Errors talking to the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -239,13 +242,15 @@ impl Catalog {
         matches!(self, Self::Sqlite(_))
     }
 
-    /// Every analysis row, streamed into a compact index.
-    pub async fn index(&self) -> Result<CatalogIndex> {
+    /// Every analysis row, streamed into a compact index, with the hashes
+    /// of what consumers hold taken from `memo` where their text is known;
+    /// also the memo of every row read, for the next run.
+    pub async fn index(&self, memo: Arc<HeldMemo>) -> Result<(CatalogIndex, HeldMemo)> {
         const PG: &str = "SELECT id::text AS id, user_id::text AS user_id, file_name, sha256::text AS sha256, \
              status::text AS status, analysis::text AS analysis FROM fap_analysis";
         const LITE: &str =
             "SELECT id, user_id, file_name, sha256, status, analysis FROM fap_analysis";
-        let mut hasher = HeldHasher::default();
+        let mut hasher = HeldHasher::new(memo);
         match self {
             Self::Sqlite(pool) => {
                 let mut stream = sqlx::query(LITE).fetch(pool);
@@ -260,7 +265,8 @@ impl Catalog {
                 }
             }
         }
-        CatalogIndex::build(hasher.finish().await?)
+        let (rows, seen) = hasher.finish().await?;
+        Ok((CatalogIndex::build(rows)?, seen))
     }
 
     /// The analysis objects consumers hold for `ids` (the successes whose
@@ -694,18 +700,27 @@ struct HeldRow {
 
 impl HeldRow {
     /// The row of the index: the held object parsed, printed as the backend
-    /// prints jsonb, and hashed with its status (the costly part).
-    fn into_index_row(self) -> [String; 6] {
+    /// prints jsonb, and hashed with its status (the costly part), unless
+    /// `memo` knows the hash of this status and text; and the memo entry.
+    fn into_index_row(
+        self,
+        memo: &HeldMemo,
+    ) -> ([String; 6], Option<(held_memo::Key, held_memo::Key)>) {
         let [id, user_id, file_name, sha256, status] = self.fields;
-        let held = self
-            .analysis
-            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-            .map_or_else(
-                || "null".to_string(),
+        let Some(text) = self.analysis else {
+            let held_sha256 = crate::analysis::jsonb::result_hash(&status, "null");
+            return ([id, user_id, file_name, sha256, status, held_sha256], None);
+        };
+        let key = held_memo::key(&status, &text);
+        let held_sha256 = memo.get(&key).unwrap_or_else(|| {
+            let held = serde_json::from_str::<Value>(&text).map_or_else(
+                |_| "null".to_string(),
                 |v| crate::analysis::jsonb::to_string(&v),
             );
-        let held_sha256 = crate::analysis::jsonb::result_hash(&status, &held);
-        [id, user_id, file_name, sha256, status, held_sha256]
+            crate::analysis::jsonb::result_hash(&status, &held)
+        });
+        let entry = held_memo::from_hex(&held_sha256).map(|hash| (key, hash));
+        ([id, user_id, file_name, sha256, status, held_sha256], entry)
     }
 }
 
@@ -728,19 +743,35 @@ where
 }
 
 /// Hashes held objects on a blocking thread, a batch at a time, while the
-/// next batch is fetched: parsing what consumers hold is most of a rerun's
-/// plan (3.7 s of a 3.9 s rerun at 100k logs), and fetching is the rest.
-#[derive(Default)]
+/// next batch is fetched: parsing what consumers hold was most of a rerun's
+/// plan (3.7 s of a 3.9 s rerun at 100k logs), so objects whose hash the
+/// memo knows are not parsed at all.
 struct HeldHasher {
+    memo: Arc<HeldMemo>,
+    /// The memo of the rows hashed so far.
+    seen: HeldMemo,
     done: Vec<[String; 6]>,
     batch: Vec<HeldRow>,
-    running: Option<tokio::task::JoinHandle<Vec<[String; 6]>>>,
+    running: Option<tokio::task::JoinHandle<Vec<HashedRow>>>,
 }
+
+/// A row of the index and its memo entry.
+type HashedRow = ([String; 6], Option<(held_memo::Key, held_memo::Key)>);
 
 /// Rows hashed per hand-off to the blocking thread.
 const HELD_BATCH: usize = 2048;
 
 impl HeldHasher {
+    fn new(memo: Arc<HeldMemo>) -> Self {
+        Self {
+            memo,
+            seen: HeldMemo::default(),
+            done: Vec::new(),
+            batch: Vec::new(),
+            running: None,
+        }
+    }
+
     async fn push(&mut self, row: HeldRow) -> Result<()> {
         self.batch.push(row);
         if self.batch.len() >= HELD_BATCH {
@@ -755,22 +786,31 @@ impl HeldHasher {
             let hashed = running
                 .await
                 .map_err(|e| CatalogError::Invalid(format!("hashing held results: {e}")))?;
-            self.done.extend(hashed);
+            for (row, entry) in hashed {
+                self.done.push(row);
+                if let Some((key, hash)) = entry {
+                    self.seen.insert(key, hash);
+                }
+            }
         }
         let batch = std::mem::take(&mut self.batch);
         if !batch.is_empty() {
+            let memo = self.memo.clone();
             self.running = Some(tokio::task::spawn_blocking(move || {
-                batch.into_iter().map(HeldRow::into_index_row).collect()
+                batch
+                    .into_iter()
+                    .map(|row| row.into_index_row(&memo))
+                    .collect()
             }));
         }
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<Vec<[String; 6]>> {
+    async fn finish(mut self) -> Result<(Vec<[String; 6]>, HeldMemo)> {
         // Once for the batch in flight (starting the last), once for the last.
         self.hand_off().await?;
         self.hand_off().await?;
-        Ok(self.done)
+        Ok((self.done, self.seen))
     }
 }
 

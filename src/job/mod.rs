@@ -244,6 +244,7 @@ async fn run_stages(
     let plan = plan::plan(
         catalog,
         &config.volume,
+        &config.warehouse,
         parent,
         &version,
         config.options.full,

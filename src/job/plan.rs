@@ -7,6 +7,7 @@
 //! user's averages are recomputed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::JobError;
 use super::snapshot::{self, Parent, Table};
+use crate::catalog::held_memo::HeldMemo;
 use crate::catalog::{Catalog, CatalogIndex, col};
 use crate::scan::LogInput;
 use crate::volume::Volume;
@@ -84,15 +86,22 @@ pub fn reuses(parent: Option<&Parent>, version: &str, full: bool) -> bool {
         })
 }
 
-/// Plans a run over `catalog` and `volume`, on top of `parent`.
+/// Plans a run over `catalog` and `volume`, on top of `parent`; the hashes
+/// of what consumers hold are remembered in `warehouse` ([`HeldMemo`]).
 pub async fn plan(
     catalog: &Catalog,
     volume: &Volume,
+    warehouse: &Path,
     parent: Option<Parent>,
     version: &str,
     full: bool,
 ) -> Result<RunPlan, JobError> {
-    let index = catalog.index().await?;
+    let memo_path = HeldMemo::path(warehouse);
+    let (index, memo) = catalog.index(Arc::new(HeldMemo::load(&memo_path))).await?;
+    // A cache: a run that cannot write it only hashes again next time.
+    if let Err(err) = memo.save(&memo_path) {
+        tracing::warn!(path = %memo_path.display(), %err, "held hashes not saved");
+    }
     let files: HashMap<String, u64> = volume
         .list()
         .await?

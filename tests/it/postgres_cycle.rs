@@ -172,6 +172,31 @@ async fn full_cycle_with_the_backends_database() {
         "the backend holds everything: nothing to send, got {got:?}"
     );
 
+    // What the backend holds of one analysis changes after the job
+    // remembered the hash of its old text: that one is sent again, and the
+    // others, whose remembered hashes stand, are not.
+    let changed = ids.iter().min().expect("an analysis").clone();
+    sqlx::query(
+        "UPDATE fap_analysis SET analysis = jsonb_set(analysis, '{overall}', '{}'::jsonb) WHERE id = $1::uuid",
+    )
+    .bind(&changed)
+    .execute(&mut conn)
+    .await
+    .expect("change a held object");
+    let (code, out, got) = run_listening(args(&["run"]), &ids, &user).await;
+    assert_eq!(code, 0, "{out}");
+    let sent: Vec<&str> = got
+        .iter()
+        .map(|(subject, p)| {
+            assert_eq!(subject, "analysis.result", "{got:?}");
+            p["analysisId"].as_str().unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(sent, [changed.as_str()], "{out}");
+    for (subject, payload) in &got {
+        apply(&mut conn, subject, payload).await;
+    }
+
     // Two instances, one run: while another session holds the run lock, a run is skipped.
     let mut holder = PgConnection::connect(&base_url()).await.expect("connect");
     let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
