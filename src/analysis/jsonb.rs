@@ -21,11 +21,22 @@ pub fn to_string(value: &Value) -> String {
 /// status, a newline, and its object as the backend prints it from jsonb.
 /// Computed the same way for a fresh result and for what consumers hold.
 pub fn result_hash(status: &str, analysis_jsonb: &str) -> String {
+    hex(result_digest(status, analysis_jsonb))
+}
+
+/// The sha256 of `status`, a newline and `text`, as bytes: with the
+/// object as the backend prints it, what [`result_hash`] writes in hex.
+pub fn result_digest(status: &str, text: &str) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(status.as_bytes());
     hash.update(b"\n");
-    hash.update(analysis_jsonb.as_bytes());
-    format!("{:x}", hash.finalize())
+    hash.update(text.as_bytes());
+    hash.finalize().into()
+}
+
+/// A sha256 in lowercase hex.
+pub fn hex(digest: [u8; 32]) -> String {
+    format!("{:x}", sha2::digest::Output::<Sha256>::from(digest))
 }
 
 /// Hex sha256 of the group's analyses serialized as one JSON array.

@@ -244,8 +244,9 @@ impl Catalog {
 
     /// Every analysis row, streamed into a compact index, with the hashes
     /// of what consumers hold taken from `memo` where their text is known;
-    /// also the memo of every row read, for the next run.
-    pub async fn index(&self, memo: Arc<HeldMemo>) -> Result<(CatalogIndex, HeldMemo)> {
+    /// also the memo of the rows read, for the next run, unless it is
+    /// `memo` itself (nothing parsed, nothing dropped).
+    pub async fn index(&self, memo: Arc<HeldMemo>) -> Result<(CatalogIndex, Option<HeldMemo>)> {
         const PG: &str = "SELECT id::text AS id, user_id::text AS user_id, file_name, sha256::text AS sha256, \
              status::text AS status, analysis::text AS analysis FROM fap_analysis";
         const LITE: &str =
@@ -702,25 +703,26 @@ impl HeldRow {
     /// The row of the index: the held object parsed, printed as the backend
     /// prints jsonb, and hashed with its status (the costly part), unless
     /// `memo` knows the hash of this status and text; and the memo entry.
-    fn into_index_row(
-        self,
-        memo: &HeldMemo,
-    ) -> ([String; 6], Option<(held_memo::Key, held_memo::Key)>) {
+    fn into_index_row(self, memo: &HeldMemo) -> HashedRow {
         let [id, user_id, file_name, sha256, status] = self.fields;
         let Some(text) = self.analysis else {
             let held_sha256 = crate::analysis::jsonb::result_hash(&status, "null");
             return ([id, user_id, file_name, sha256, status, held_sha256], None);
         };
         let key = held_memo::key(&status, &text);
-        let held_sha256 = memo.get(&key).unwrap_or_else(|| {
-            let held = serde_json::from_str::<Value>(&text).map_or_else(
-                |_| "null".to_string(),
-                |v| crate::analysis::jsonb::to_string(&v),
-            );
-            crate::analysis::jsonb::result_hash(&status, &held)
-        });
-        let entry = held_memo::from_hex(&held_sha256).map(|hash| (key, hash));
-        ([id, user_id, file_name, sha256, status, held_sha256], entry)
+        let (hash, parsed) = match memo.get(&key) {
+            Some(hash) => (hash, false),
+            None => {
+                let held = serde_json::from_str::<Value>(&text).map_or_else(
+                    |_| "null".to_string(),
+                    |v| crate::analysis::jsonb::to_string(&v),
+                );
+                (crate::analysis::jsonb::result_digest(&status, &held), true)
+            }
+        };
+        let held_sha256 = crate::analysis::jsonb::hex(hash);
+        let row = [id, user_id, file_name, sha256, status, held_sha256];
+        (row, Some(Remembered { key, hash, parsed }))
     }
 }
 
@@ -750,13 +752,22 @@ struct HeldHasher {
     memo: Arc<HeldMemo>,
     /// The memo of the rows hashed so far.
     seen: HeldMemo,
+    /// Rows whose held object was parsed (the memo did not know it).
+    parsed: usize,
     done: Vec<[String; 6]>,
     batch: Vec<HeldRow>,
     running: Option<tokio::task::JoinHandle<Vec<HashedRow>>>,
 }
 
-/// A row of the index and its memo entry.
-type HashedRow = ([String; 6], Option<(held_memo::Key, held_memo::Key)>);
+/// A row of the index, and its memo entry when consumers hold an object.
+type HashedRow = ([String; 6], Option<Remembered>);
+
+/// A memo entry, and whether its object had to be parsed.
+struct Remembered {
+    key: held_memo::Key,
+    hash: held_memo::Key,
+    parsed: bool,
+}
 
 /// Rows hashed per hand-off to the blocking thread.
 const HELD_BATCH: usize = 2048;
@@ -766,6 +777,7 @@ impl HeldHasher {
         Self {
             memo,
             seen: HeldMemo::default(),
+            parsed: 0,
             done: Vec::new(),
             batch: Vec::new(),
             running: None,
@@ -788,8 +800,9 @@ impl HeldHasher {
                 .map_err(|e| CatalogError::Invalid(format!("hashing held results: {e}")))?;
             for (row, entry) in hashed {
                 self.done.push(row);
-                if let Some((key, hash)) = entry {
-                    self.seen.insert(key, hash);
+                if let Some(entry) = entry {
+                    self.parsed += usize::from(entry.parsed);
+                    self.seen.insert(entry.key, entry.hash);
                 }
             }
         }
@@ -806,11 +819,14 @@ impl HeldHasher {
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<(Vec<[String; 6]>, HeldMemo)> {
+    /// The rows, and the memo of them unless it is the one given: with
+    /// nothing parsed every entry came from it, and as many means all.
+    async fn finish(mut self) -> Result<(Vec<[String; 6]>, Option<HeldMemo>)> {
         // Once for the batch in flight (starting the last), once for the last.
         self.hand_off().await?;
         self.hand_off().await?;
-        Ok((self.done, self.seen))
+        let changed = self.parsed > 0 || self.seen.len() != self.memo.len();
+        Ok((self.done, changed.then_some(self.seen)))
     }
 }
 

@@ -99,7 +99,7 @@ pub async fn plan(
     let memo_path = HeldMemo::path(warehouse);
     let (index, memo) = catalog.index(Arc::new(HeldMemo::load(&memo_path))).await?;
     // A cache: a run that cannot write it only hashes again next time.
-    if let Err(err) = memo.save(&memo_path) {
+    if let Some(Err(err)) = memo.map(|memo| memo.save(&memo_path)) {
         tracing::warn!(path = %memo_path.display(), %err, "held hashes not saved");
     }
     let files: HashMap<String, u64> = volume
