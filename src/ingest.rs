@@ -14,14 +14,19 @@
 //! - zip entry names never become paths: they are labels, cleaned of control
 //!   characters and cut to the 255 characters the backend stores;
 //! - a log is stored on the volume before its catalog row exists, so a
-//!   catalog row never points at a missing file.
+//!   catalog row never points at a missing file;
+//! - logs are stored in batches of bounded count and bytes (one catalog
+//!   transaction and one folder sync each), so memory stays bounded however
+//!   many or large the files; a crash mid-batch may leave up to one batch of
+//!   files on the volume that no catalog row names.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, NewAnalysis};
 use crate::scan::LogLimits;
 use crate::volume::{Volume, VolumeError};
 
@@ -109,7 +114,8 @@ pub fn clean_name(name: &str) -> String {
         .collect()
 }
 
-/// Ingests `files` for the user `email` into `volume` and `catalog`.
+/// Ingests `files` for the user `email` into `volume` and `catalog`, in
+/// batches (see [`BATCH_LOGS`]).
 pub async fn ingest(
     catalog: &Catalog,
     volume: &Volume,
@@ -125,48 +131,134 @@ pub async fn ingest(
     }
     let (user_id, user_created) = catalog.user_for_email(email).await?;
     let mut logs = Vec::new();
+    let mut batch = Batch::default();
     for upload in &uploads {
         for entry in upload.entries() {
             let (file_name, bytes) = upload.read(entry)?;
-            logs.push(store(catalog, volume, &user_id, file_name, bytes, limits).await?);
+            if batch.full_before(bytes.len()) {
+                let full = std::mem::take(&mut batch);
+                logs.extend(store(catalog, volume, &user_id, full).await?);
+            }
+            batch.push(file_name, bytes, limits);
         }
     }
+    logs.extend(store(catalog, volume, &user_id, batch).await?);
     Ok(IngestSummary { logs, user_created })
 }
 
+/// The most logs stored together: one catalog transaction and one folder
+/// sync cover them all, where one each per log cost ~18 ms a log.
+pub const BATCH_LOGS: usize = 500;
+/// The most bytes of logs a batch holds (a log larger than this is a batch
+/// of its own), so memory stays bounded whatever the number or size of the
+/// files.
+pub const BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Logs read and hashed, waiting to be stored together.
+#[derive(Default)]
+struct Batch {
+    logs: Vec<Log>,
+    bytes: usize,
+}
+
+/// A log read from an upload.
+struct Log {
+    file_name: String,
+    bytes: Vec<u8>,
+    sha256: String,
+    warning: Option<String>,
+}
+
+impl Batch {
+    /// Whether the batch must be stored before a log of `bytes` joins it.
+    fn full_before(&self, bytes: usize) -> bool {
+        self.logs.len() >= BATCH_LOGS
+            || (!self.logs.is_empty() && self.bytes.saturating_add(bytes) > BATCH_BYTES)
+    }
+
+    fn push(&mut self, file_name: String, bytes: Vec<u8>, limits: LogLimits) {
+        self.bytes += bytes.len();
+        self.logs.push(Log {
+            file_name,
+            sha256: format!("{:x}", Sha256::digest(&bytes)),
+            warning: over_limits(&bytes, limits),
+            bytes,
+        });
+    }
+}
+
+/// Stores one batch: the logs whose bytes the user has not uploaded yet go
+/// to the volume (durable first), then into the catalog in one transaction;
+/// the same bytes twice in a batch are one upload. A crash between the two
+/// leaves the batch's files on the volume with no catalog row (orphans, as
+/// a crash between a file and its row did when each log was stored alone);
+/// an error deletes them.
 async fn store(
     catalog: &Catalog,
     volume: &Volume,
     user_id: &str,
-    file_name: String,
-    bytes: Vec<u8>,
-    limits: LogLimits,
-) -> Result<Ingested, IngestError> {
-    let sha = format!("{:x}", Sha256::digest(&bytes));
-    let warning = over_limits(&bytes, limits);
-    if let Some(id) = catalog.analysis_by_sha(user_id, &sha).await? {
-        return Ok(Ingested {
-            analysis_id: id,
+    batch: Batch,
+) -> Result<Vec<Ingested>, IngestError> {
+    if batch.logs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sha256s: Vec<&str> = batch.logs.iter().map(|l| l.sha256.as_str()).collect();
+    let mut holders = catalog.analyses_by_sha(user_id, &sha256s).await?;
+    // sha256 -> the id of this batch's upload of these bytes
+    let mut own: HashMap<String, String> = HashMap::new();
+    let mut uploads = Vec::new();
+    let mut files = Vec::new();
+    let mut pending = Vec::with_capacity(batch.logs.len());
+    for log in batch.logs {
+        if !holders.contains_key(&log.sha256) && !own.contains_key(&log.sha256) {
+            let id = uuid::Uuid::new_v4().to_string();
+            own.insert(log.sha256.clone(), id.clone());
+            uploads.push(NewAnalysis {
+                id: id.clone(),
+                file_name: log.file_name.clone(),
+                sha256: log.sha256.clone(),
+            });
+            files.push((id, bytes::Bytes::from(log.bytes)));
+        }
+        pending.push((log.file_name, log.sha256, log.warning));
+    }
+    let stored = async {
+        volume.put_all(files).await?;
+        Ok::<_, IngestError>(catalog.insert_analyses(user_id, &uploads).await?)
+    };
+    let recorded = match stored.await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            // No catalog row names these files: leave no orphans if we can.
+            for upload in &uploads {
+                let _ = volume.delete(&upload.id).await;
+            }
+            return Err(e);
+        }
+    };
+    for upload in &uploads {
+        if recorded.get(&upload.sha256) != Some(&upload.id) {
+            // A concurrent ingest of the same bytes won: ours is no upload.
+            volume.delete(&upload.id).await?;
+        }
+    }
+    holders.extend(recorded);
+    let mut logs = Vec::with_capacity(pending.len());
+    for (file_name, sha256, warning) in pending {
+        let analysis_id = holders
+            .get(&sha256)
+            .cloned()
+            .ok_or_else(|| CatalogError::Invalid(format!("{file_name} was not recorded")))?;
+        // Only the first log of new bytes took its id: it is the upload.
+        let created = own.remove(&sha256).is_some_and(|id| id == analysis_id);
+        logs.push(Ingested {
+            analysis_id,
             file_name,
-            created: false,
+            created,
             warning,
         });
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    volume.put(&id, bytes::Bytes::from(bytes)).await?;
-    let holder = catalog
-        .insert_analysis(&id, user_id, &file_name, &sha)
-        .await?;
-    if holder != id {
-        // A concurrent ingest of the same bytes won: ours is no upload.
-        volume.delete(&id).await?;
-    }
-    Ok(Ingested {
-        created: holder == id,
-        analysis_id: holder,
-        file_name,
-        warning,
-    })
+    Ok(logs)
 }
 
 /// Why a log will fail for its size, if it will.
@@ -407,6 +499,22 @@ mod tests {
         ] {
             assert!(validate_email(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn batches_close_at_their_count_or_their_bytes() {
+        let mut batch = Batch::default();
+        assert!(!batch.full_before(4 * BATCH_BYTES), "a large log alone");
+        for i in 0..BATCH_LOGS {
+            assert!(!batch.full_before(10), "{i}");
+            batch.push(format!("{i}.csv"), vec![b'x'; 10], LogLimits::default());
+        }
+        assert!(batch.full_before(0), "full by count");
+        let mut batch = Batch::default();
+        batch.push("a.csv".into(), vec![b'x'; 10], LogLimits::default());
+        assert!(!batch.full_before(BATCH_BYTES - 10));
+        assert!(batch.full_before(BATCH_BYTES - 9), "full by bytes");
+        assert_eq!(batch.logs[0].sha256.len(), 64);
     }
 
     #[test]

@@ -14,9 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Object store puts in flight at once (local writes too: concurrent file
+/// syncs share the file system's journal commits).
+pub const PUT_CONCURRENCY: usize = 8;
 
 /// Errors reaching the volume.
 #[derive(Debug, thiserror::Error)]
@@ -210,21 +214,43 @@ impl Volume {
 
     /// Stores the log of analysis `id`, whole or not at all.
     pub async fn put(&self, id: &str, bytes: bytes::Bytes) -> Result<(), VolumeError> {
+        self.put_all(vec![(id.to_string(), bytes)]).await
+    }
+
+    /// Stores the logs of these analyses, each whole or not at all, at most
+    /// [`PUT_CONCURRENCY`] at a time. On a local volume each file is synced
+    /// and renamed into place, then the folder is synced once for them all:
+    /// when this returns, every one of them is durable.
+    pub async fn put_all(&self, logs: Vec<(String, bytes::Bytes)>) -> Result<(), VolumeError> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        futures::stream::iter(logs)
+            .map(|(id, bytes)| self.put_one(id, bytes))
+            .buffer_unordered(PUT_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        if let Some(dir) = &self.local {
+            let dir = dir.clone();
+            self.blocking(move || {
+                sync_dir(&dir);
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores one log; on a local volume its folder is not synced.
+    async fn put_one(&self, id: String, bytes: bytes::Bytes) -> Result<(), VolumeError> {
         match &self.local {
             Some(dir) => {
-                let (dir, id) = (dir.clone(), id.to_string());
-                let volume = self.spec.clone();
-                tokio::task::spawn_blocking(move || put_local(&dir, &id, &bytes))
-                    .await
-                    .map_err(|e| VolumeError::Io {
-                        volume: volume.clone(),
-                        source: std::io::Error::other(e),
-                    })?
-                    .map_err(|source| VolumeError::Io { volume, source })
+                let dir = dir.clone();
+                self.blocking(move || put_local(&dir, &id, &bytes)).await
             }
             None => self
                 .store
-                .put(&self.location(id), PutPayload::from(bytes))
+                .put(&self.location(&id), PutPayload::from(bytes))
                 .await
                 .map(|_| ())
                 .map_err(|source| VolumeError::Store {
@@ -232,6 +258,21 @@ impl Volume {
                     source,
                 }),
         }
+    }
+
+    /// Runs file system work off the async threads.
+    async fn blocking(
+        &self,
+        work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) -> Result<(), VolumeError> {
+        let io = |source| VolumeError::Io {
+            volume: self.spec.clone(),
+            source,
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)
     }
 
     /// Removes the log of analysis `id` (an ingest that lost a race).
@@ -308,11 +349,15 @@ fn put_local(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(&staged)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&staged, &target)?;
+    std::fs::rename(&staged, &target)
+}
+
+/// Makes the renames in `dir` durable. Best effort, as some file systems
+/// refuse to sync a folder.
+fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -146,6 +146,15 @@ pub struct CatalogAverage {
     pub sha256: Option<String>,
 }
 
+/// A new upload to record: its analysis id, the name the user gave it and
+/// the sha256 of its bytes.
+#[derive(Debug, Clone)]
+pub struct NewAnalysis {
+    pub id: String,
+    pub file_name: String,
+    pub sha256: String,
+}
+
 /// fap-warehouse's own schema in the backend's database: its run records,
 /// and the identity its run lock is keyed by. One per deployment; a second
 /// one (another environment on the same database) runs independently.
@@ -369,42 +378,57 @@ impl Catalog {
         Ok((row.try_get("id")?, created))
     }
 
-    /// The analysis of this user with these bytes, if already uploaded.
-    pub async fn analysis_by_sha(&self, user_id: &str, sha256: &str) -> Result<Option<String>> {
-        let pool = self.embedded()?;
-        let row = sqlx::query("SELECT id FROM fap_analysis WHERE user_id = ? AND sha256 = ?")
-            .bind(user_id)
-            .bind(sha256)
-            .fetch_optional(pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("id")).transpose()?)
+    /// The analyses of this user already uploaded with any of these bytes,
+    /// as `sha256 -> analysis id` (embedded only).
+    pub async fn analyses_by_sha(
+        &self,
+        user_id: &str,
+        sha256s: &[&str],
+    ) -> Result<HashMap<String, String>> {
+        let mut conn = self.embedded()?.acquire().await?;
+        holders(&mut conn, user_id, sha256s).await
     }
 
-    /// Records a new upload as `Processing` / "Analysis pending" (embedded
-    /// only) and returns the id that holds these bytes for this user: `id`,
-    /// or the one a concurrent upload of the same bytes recorded first.
-    pub async fn insert_analysis(
+    /// Records new uploads as `Processing` / "Analysis pending" in one
+    /// transaction (embedded only) and returns, for each of their sha256,
+    /// the id that holds these bytes for this user: the upload's own, or the
+    /// one a concurrent upload of the same bytes recorded first. The uploads
+    /// must have distinct sha256s. An error records none of them.
+    pub async fn insert_analyses(
         &self,
-        id: &str,
         user_id: &str,
-        file_name: &str,
-        sha256: &str,
-    ) -> Result<String> {
+        uploads: &[NewAnalysis],
+    ) -> Result<HashMap<String, String>> {
         let pool = self.embedded()?;
-        sqlx::query(
-            "INSERT INTO fap_analysis (id, user_id, file_name, sha256, status, message) \
-             VALUES (?, ?, ?, ?, 'Processing', 'Analysis pending') \
-             ON CONFLICT (user_id, sha256) DO NOTHING",
-        )
-        .bind(id)
-        .bind(user_id)
-        .bind(file_name)
-        .bind(sha256)
-        .execute(pool)
-        .await?;
-        self.analysis_by_sha(user_id, sha256)
-            .await?
-            .ok_or_else(|| CatalogError::Invalid(format!("upload {id} was not recorded")))
+        if uploads.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut tx = pool.begin().await?;
+        for chunk in uploads.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO fap_analysis (id, user_id, file_name, sha256, status, message) ",
+            );
+            insert.push_values(chunk, |mut row, upload| {
+                row.push_bind(&upload.id)
+                    .push_bind(user_id)
+                    .push_bind(&upload.file_name)
+                    .push_bind(&upload.sha256)
+                    .push("'Processing'")
+                    .push("'Analysis pending'");
+            });
+            insert.push(" ON CONFLICT (user_id, sha256) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
+        }
+        let sha256s: Vec<&str> = uploads.iter().map(|u| u.sha256.as_str()).collect();
+        let holders = holders(&mut tx, user_id, &sha256s).await?;
+        if let Some(lost) = uploads.iter().find(|u| !holders.contains_key(&u.sha256)) {
+            let id = &lost.id;
+            return Err(CatalogError::Invalid(format!(
+                "upload {id} was not recorded"
+            )));
+        }
+        tx.commit().await?;
+        Ok(holders)
     }
 
     /// The file of the embedded catalog, which names its run lock.
@@ -584,6 +608,29 @@ async fn apply_average_results(
     );
     query.build().execute(&mut *conn).await?;
     Ok(())
+}
+
+/// `sha256 -> analysis id` of this user's analyses with any of these bytes.
+async fn holders(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    sha256s: &[&str],
+) -> Result<HashMap<String, String>> {
+    let mut found = HashMap::with_capacity(sha256s.len());
+    for chunk in sha256s.chunks(ROWS_PER_STATEMENT) {
+        let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT sha256, id FROM fap_analysis WHERE user_id = ",
+        );
+        select.push_bind(user_id).push(" AND sha256 IN (");
+        let mut list = select.separated(", ");
+        for sha256 in chunk {
+            list.push_bind(*sha256);
+        }
+        list.push_unseparated(")");
+        let rows: Vec<(String, String)> = select.build_query_as().fetch_all(&mut *conn).await?;
+        found.extend(rows);
+    }
+    Ok(found)
 }
 
 /// Creates the `fap_warehouse` schema when it does not exist. PostgreSQL

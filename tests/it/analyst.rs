@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::batch_job::{Warehouse, logs};
+use crate::batch_job::{Warehouse, logs, zip_of};
 use crate::common::run_bin;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -268,6 +268,108 @@ fn ingest_checks_the_email_and_says_what_it_did() {
         out.ends_with("0 new, 1 already there, user cy@example.com existing\n"),
         "{out}"
     );
+}
+
+/// A log given twice in one call, and again inside a zip, is one upload:
+/// one id, one "new", one file on the volume.
+#[test]
+fn ingest_of_the_same_bytes_twice_in_one_call_is_one_upload() {
+    let w = Warehouse::new();
+    let file = logs(&w.path().join("in"), 1, 94).remove(0);
+    let zip = w.path().join("again.zip");
+    zip_of(&zip, &[("again.csv", &std::fs::read(&file).unwrap())]);
+    let (file, zip) = (file.to_str().unwrap(), zip.to_str().unwrap());
+    let out = w.ok(&["ingest", "--user", "di@example.com", file, file, zip]);
+    assert!(
+        out.ends_with("1 new, 2 already there, user di@example.com created\n"),
+        "{out}"
+    );
+    let ids: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 3, "{out}");
+    assert!(ids.iter().all(|id| *id == ids[0]), "one analysis: {out}");
+    assert_eq!(volume_ids(&w), [ids[0].to_string()].into());
+    assert_eq!(catalog_rows(&w).len(), 1);
+}
+
+/// One call of more logs than a batch holds (with a log given again in the
+/// next batch, and twice in it) records each log once, and the catalog's
+/// rows are exactly the files on the volume, with their bytes' sha256.
+#[test]
+fn ingest_of_more_logs_than_a_batch_records_each_once() {
+    use sha2::Digest;
+    let w = Warehouse::new();
+    let count = fap_warehouse::ingest::BATCH_LOGS + 100;
+    let mut files = fap_warehouse::cli::gen_logs(&w.path().join("in"), count, 600, 95).unwrap();
+    files.push(files[0].clone());
+    files.push(files[count - 1].clone());
+    let mut args = vec!["ingest", "--user", "ed@example.com"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let out = w.ok(&args);
+    assert!(
+        out.ends_with(&format!(
+            "{count} new, 2 already there, user ed@example.com created\n"
+        )),
+        "{}",
+        out.lines().last().unwrap_or_default()
+    );
+    let ids: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), count + 2);
+    let distinct: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), count, "distinct ids");
+    assert_eq!(
+        ids[count], ids[0],
+        "the first batch's log, again in the second"
+    );
+    assert_eq!(ids[count + 1], ids[count - 1]);
+    let rows = catalog_rows(&w);
+    assert_eq!(rows.len(), count, "one catalog row per log");
+    assert_eq!(
+        rows.keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        volume_ids(&w),
+        "the catalog names exactly the files on the volume"
+    );
+    for (id, file) in ids.iter().zip(&files) {
+        let stored = std::fs::read(w.root().join(format!("volume/{id}.csv"))).unwrap();
+        assert_eq!(stored, std::fs::read(file).unwrap(), "{id}");
+        assert_eq!(
+            rows[*id],
+            format!("{:x}", sha2::Sha256::digest(&stored)),
+            "{id}"
+        );
+    }
+}
+
+/// The analysis ids of the logs on the volume.
+fn volume_ids(w: &Warehouse) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(w.root().join("volume"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|name| name.strip_suffix(".csv").map(str::to_string))
+        .collect()
+}
+
+/// `id -> sha256` of every analysis in the warehouse's catalog.
+fn catalog_rows(w: &Warehouse) -> std::collections::HashMap<String, String> {
+    let url = format!("sqlite://{}", w.root().join("catalog.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, sha256 FROM fap_analysis")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows.into_iter().collect()
+    })
 }
 
 #[test]

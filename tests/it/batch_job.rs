@@ -85,7 +85,7 @@ pub fn logs(dir: &Path, count: usize, seed: u64) -> Vec<PathBuf> {
     fap_warehouse::cli::gen_logs(dir, count, 25_000, seed).expect("generated logs")
 }
 
-fn zip_of(path: &Path, entries: &[(&str, &[u8])]) {
+pub fn zip_of(path: &Path, entries: &[(&str, &[u8])]) {
     let file = std::fs::File::create(path).expect("zip file");
     let mut zip = zip::ZipWriter::new(file);
     for (name, bytes) in entries {
