@@ -261,6 +261,9 @@ pub struct TableStats {
     pub bytes_linked: u64,
 }
 
+/// Bytes of a JSON column's data page: a few chunks' rows of one bucket.
+const JSON_PAGE_BYTES: usize = 64 * 1024;
+
 /// Memory held by open writers (pages and encoders) above which their row
 /// groups are ended.
 const MAX_BUFFERED: usize = 64 * 1024 * 1024;
@@ -369,17 +372,23 @@ impl Staging {
         // metrics are mostly distinct numbers, where a dictionary costs time
         // and saves nothing. JSON objects are unique, and their min/max
         // statistics serve no query; they are most of the bytes, and LZ4
-        // packs them as small as Snappy for less CPU each way.
+        // packs them as small as Snappy for less CPU each way. Their pages
+        // are kept small so each is compressed as rows arrive, while the
+        // engine runs, not all at once when the file closes after it.
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(65_536))
+            // A bucket's column is a page or a few: a page index would
+            // prune nothing its chunk statistics do not.
+            .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_dictionary_enabled(false);
         for field in schema.fields() {
             let name = field.name().as_str();
             if matches!(name, "analysis_json" | "analysis_jsonb" | "average_json") {
                 props = props
                     .set_column_statistics_enabled(name.into(), EnabledStatistics::None)
-                    .set_column_compression(name.into(), Compression::LZ4_RAW);
+                    .set_column_compression(name.into(), Compression::LZ4_RAW)
+                    .set_column_data_page_size_limit(name.into(), JSON_PAGE_BYTES);
             } else if field.data_type() == &DataType::Utf8 {
                 props = props.set_column_dictionary_enabled(name.into(), true);
             }
