@@ -273,12 +273,6 @@ pub struct Skipped(String);
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     terminal::init_logging(cli.log_format);
-    if matches!(
-        cli.command,
-        Command::Run(_) | Command::Bench(_) | Command::Analyze { .. }
-    ) {
-        keep_freed_pages();
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -301,25 +295,6 @@ pub fn main() -> ExitCode {
         }
     }
 }
-
-/// A batch process keeps the memory it frees for its next allocations.
-/// The engine and the job allocate and free buffers of a few hundred KB to
-/// a few MB per batch; by default glibc hands those back to the kernel and
-/// gets fresh pages for the next ones, each zeroed again (~6% of a first
-/// run's CPU, measured with `perf`; `bench` unchanged). A batch ends soon
-/// after its peak, so nothing is held for long; `serve` keeps the default.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_pages() {
-    // SAFETY: mallopt only sets the allocator's thresholds, before the
-    // runtime starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_pages() {}
 
 /// The error and its causes, each said once.
 fn causes(err: &anyhow::Error) -> String {
