@@ -353,9 +353,9 @@ fn put_local(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&staged, &target)
 }
 
-/// Makes the renames in `dir` durable. Best effort, as some file systems
-/// refuse to sync a folder.
-fn sync_dir(dir: &Path) {
+/// Makes the renames in `dir` durable (the volume's logs, the snapshots,
+/// the outbox). Best effort, as some file systems refuse to sync a folder.
+pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -543,7 +543,7 @@ impl Outbox {
         std::fs::rename(&temp.path, &path).map_err(err)?;
         temp.keep();
         if let Some(dir) = path.parent() {
-            snapshot::sync_dir(dir);
+            crate::volume::sync_dir(dir);
         }
         if let Some(held) = held {
             held.commit().await?;

@@ -35,6 +35,8 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::volume::sync_dir;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("{path}: {source}")]
@@ -596,13 +598,6 @@ fn set_latest(root: &Path, id: &str) -> Result<()> {
     std::fs::rename(&tmp, &latest).map_err(io(&latest))?;
     sync_dir(root);
     Ok(())
-}
-
-/// Makes renames durable where the platform supports it (best effort).
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// The id in `latest`, if any.
