@@ -266,6 +266,9 @@ pub struct TableStats {
 /// Bytes of a JSON column's data page: a few chunks' rows of one bucket.
 const JSON_PAGE_BYTES: usize = 64 * 1024;
 
+/// Threads syncing a closed table's files.
+const SYNC_THREADS: usize = 8;
+
 /// Memory held by open writers (pages and encoders) above which their row
 /// groups are ended.
 const MAX_BUFFERED: usize = 64 * 1024 * 1024;
@@ -461,21 +464,16 @@ impl Staging {
         }
         // A sync is waiting on the disk, not work: it overlaps the next
         // stages, and `publish` awaits it (synced here if no thread starts).
-        if !written.is_empty() {
-            let written = Arc::new(written);
+        // The files are synced side by side: one after another, each waits
+        // for a journal commit of its own (0.3-1 ms here); together they
+        // share commits.
+        let written = Arc::new(written);
+        for first in 0..SYNC_THREADS.min(written.len()) {
             let (files, synced) = (written.clone(), dir.clone());
-            let sync = move || {
-                files
-                    .iter()
-                    .try_for_each(File::sync_all)
-                    .map_err(io(&synced))
-            };
+            let sync = move || sync_share(&files, first).map_err(io(&synced));
             match std::thread::Builder::new().spawn(sync) {
                 Ok(thread) => self.syncs.push(thread),
-                Err(_) => written
-                    .iter()
-                    .try_for_each(File::sync_all)
-                    .map_err(io(&dir))?,
+                Err(_) => sync_share(&written, first).map_err(io(&dir))?,
             }
         }
         let has_files = std::fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
@@ -546,6 +544,15 @@ impl Staging {
             why,
         }
     }
+}
+
+/// Syncs every [`SYNC_THREADS`]th file of `files`, from the `first`.
+fn sync_share(files: &[File], first: usize) -> std::io::Result<()> {
+    files
+        .iter()
+        .skip(first)
+        .step_by(SYNC_THREADS)
+        .try_for_each(File::sync_all)
 }
 
 /// Closes `writers`, spread over the cores: closing encodes and compresses
