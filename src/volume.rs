@@ -343,14 +343,21 @@ fn list_local(dir: &Path) -> std::io::Result<Vec<VolumeFile>> {
 }
 
 fn put_local(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let target = dir.join(format!("{id}.csv"));
     let staged = dir.join(format!(".{id}.csv.part"));
-    let mut file = std::fs::File::create(&staged)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    write_synced(&staged, bytes)?;
     std::fs::rename(&staged, &target)
+}
+
+/// Writes `bytes` to a new file at `path` and syncs it. A rename publishes
+/// a file: without the sync, the rename can reach the disk before the
+/// contents do, and a crash leaves an empty file under the final name.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Makes the renames in `dir` durable (the volume's logs, the snapshots,

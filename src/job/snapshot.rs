@@ -35,7 +35,7 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::volume::sync_dir;
+use crate::volume::{sync_dir, write_synced};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -480,8 +480,8 @@ impl Staging {
         if !has_files {
             let path = dir.join(file_name(0));
             let file = File::create(&path).map_err(io(&path))?;
-            let writer = ArrowWriter::try_new(file, schema.clone(), None)?;
-            writer.close()?;
+            let file = ArrowWriter::try_new(file, schema.clone(), None)?.into_inner()?;
+            file.sync_all().map_err(io(&path))?;
             self.stats.entry(table).or_default().files_written += 1;
         }
         self.stats.entry(table).or_default();
@@ -513,7 +513,9 @@ impl Staging {
         }
         let path = self.dir.join("manifest.json");
         let text = serde_json::to_string_pretty(manifest).unwrap_or_default();
-        std::fs::write(&path, text).map_err(io(&path))?;
+        // Synced before the rename: a published snapshot with an empty
+        // manifest would stop every later run (it is their parent).
+        write_synced(&path, text.as_bytes()).map_err(io(&path))?;
         sync_dir(&self.dir);
         before_rename().map_err(|why| self.incomplete(why))?;
         let target = self.root.join(&self.id);
@@ -600,7 +602,7 @@ fn parquet_rows(path: &Path) -> Result<usize> {
 
 fn set_latest(root: &Path, id: &str) -> Result<()> {
     let tmp = root.join(".latest.tmp");
-    std::fs::write(&tmp, format!("{id}\n")).map_err(io(&tmp))?;
+    write_synced(&tmp, format!("{id}\n").as_bytes()).map_err(io(&tmp))?;
     let latest = root.join("latest");
     std::fs::rename(&tmp, &latest).map_err(io(&latest))?;
     sync_dir(root);
