@@ -20,7 +20,7 @@
 //!   many or large the files; a crash mid-batch may leave up to one batch of
 //!   files on the volume that no catalog row names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -209,8 +209,17 @@ async fn store(
     let mut uploads = Vec::new();
     let mut files = Vec::new();
     let mut pending = Vec::with_capacity(batch.logs.len());
+    let mut restored = HashSet::new();
     for log in batch.logs {
-        if !holders.contains_key(&log.sha256) && !own.contains_key(&log.sha256) {
+        if let Some(id) = holders.get(&log.sha256) {
+            // Bytes uploaded before whose file is gone from the volume:
+            // this upload puts them back (the catalog has their sha256).
+            if !restored.contains(id) && !volume.has(id).await? {
+                tracing::info!(analysis = %id, file = %log.file_name, "the log's file was missing from the volume: restored");
+                restored.insert(id.clone());
+                files.push((id.clone(), bytes::Bytes::from(log.bytes)));
+            }
+        } else if !own.contains_key(&log.sha256) {
             let id = uuid::Uuid::new_v4().to_string();
             own.insert(log.sha256.clone(), id.clone());
             uploads.push(NewAnalysis {
@@ -440,16 +449,11 @@ fn open_zip(path: &Path) -> Result<zip::ZipArchive<std::fs::File>, IngestError> 
 /// Opens a regular file without ever blocking on a FIFO, and checks what
 /// was opened (the path may have been swapped since it was checked).
 fn open_regular(path: &Path) -> Result<std::fs::File, IngestError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| IngestError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io)?;
+    let file = crate::volume::open_nonblocking(path).map_err(io)?;
     if !file.metadata().map_err(io)?.is_file() {
         return Err(refused(path, "not a regular file".into()));
     }

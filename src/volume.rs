@@ -201,7 +201,9 @@ impl Volume {
                     .filter_map(|meta| {
                         let name = meta.location.filename()?;
                         let id = log_id(name)?;
-                        Some(VolumeFile {
+                        // A store lists every level below the prefix: a
+                        // copy in a subfolder is not the log.
+                        (meta.location == self.location(id)).then(|| VolumeFile {
                             id: id.to_string(),
                             bytes: meta.size,
                         })
@@ -211,6 +213,18 @@ impl Volume {
         };
         files.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(files)
+    }
+
+    /// Whether the log of analysis `id` is on the volume.
+    pub async fn has(&self, id: &str) -> Result<bool, VolumeError> {
+        match self.store.head(&self.location(id)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(VolumeError::Store {
+                volume: self.spec.clone(),
+                source,
+            }),
+        }
     }
 
     /// Stores the log of analysis `id`, whole or not at all.
@@ -350,6 +364,16 @@ fn put_local(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&staged, &target)
 }
 
+/// Opens a file for reading without ever blocking on a FIFO (a path may be
+/// swapped for one after it was listed); the caller checks what it opened.
+pub fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// Writes `bytes` to a new file at `path` and syncs it. A rename publishes
 /// a file: without the sync, the rename can reach the disk before the
 /// contents do, and a crash leaves an empty file under the final name.
@@ -390,5 +414,28 @@ mod tests {
         assert!(Volume::parse("file://relative").is_err());
         assert!(Volume::parse("ftp://x").is_err());
         assert!(Volume::parse("memory://").expect("memory").is_remote());
+    }
+
+    #[tokio::test]
+    async fn a_store_lists_only_the_logs_at_its_top_level() {
+        let volume = Volume::parse("memory://").expect("memory");
+        volume
+            .put("top", bytes::Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        let archived = StorePath::from("archive/old.csv");
+        volume
+            .store()
+            .put(&archived, bytes::Bytes::from_static(b"b").into())
+            .await
+            .unwrap();
+        let ids: Vec<String> = volume
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
+        assert_eq!(ids, ["top"]);
     }
 }

@@ -205,6 +205,9 @@ pub enum Catalog {
     Postgres(PgPool, StateSchema),
 }
 
+/// How long an embedded catalog's writer waits for another's transaction.
+const SQLITE_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Catalog {
     /// Connects; an embedded SQLite catalog is created (with its tables) on
     /// first use; with PostgreSQL, `state` is created if missing and migrated.
@@ -218,7 +221,11 @@ impl Catalog {
                 .parse::<SqliteConnectOptions>()
                 .map_err(connect_err)?
                 .create_if_missing(true)
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // A run records its outbox in one transaction that spans
+                // its averages: an upload meanwhile waits its turn rather
+                // than failing with "database is locked" after 5 s.
+                .busy_timeout(SQLITE_BUSY_WAIT);
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(options)

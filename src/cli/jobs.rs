@@ -298,15 +298,16 @@ pub async fn snapshots(
             if ids.is_empty() {
                 writeln!(out, "nothing to prune in {}", root.display())?;
             }
-            for id in &ids {
-                writeln!(
-                    out,
-                    "{} {id}",
-                    if dry_run { "would remove" } else { "removed" }
-                )?;
+            if !dry_run && lock.is_some() {
+                snapshot::remove_abandoned_staging(&settings.warehouse);
             }
-            if !dry_run {
-                snapshot::remove(&settings.warehouse, &ids)?;
+            for id in &ids {
+                if dry_run {
+                    writeln!(out, "would remove {id}")?;
+                } else {
+                    snapshot::remove(&settings.warehouse, id)?;
+                    writeln!(out, "removed {id}")?;
+                }
             }
             drop(lock);
         }

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::JobError;
 use super::plan::RunPlan;
-use super::snapshot::{self, Staging, Table, read_parquet};
+use super::snapshot::{self, Staging, Table, read_parquet, text_column};
 use crate::analysis::average::GroupKey;
 use crate::analysis::engine::Engine;
 use crate::catalog::{Catalog, col};
@@ -79,10 +79,10 @@ pub fn outgoing_analyses(
             &path,
             Some(&["analysis_id", "status", "message", "result_sha256"]),
         )? {
-            let ids = batch.column(0).as_string::<i32>();
-            let status = batch.column(1).as_string::<i32>();
-            let message = batch.column(2).as_string::<i32>();
-            let hash = batch.column(3).as_string::<i32>();
+            let ids = text_column(&batch, "analysis_id")?;
+            let status = text_column(&batch, "status")?;
+            let message = text_column(&batch, "message")?;
+            let hash = text_column(&batch, "result_sha256")?;
             for row in 0..batch.num_rows() {
                 if status.value(row) != "Success" {
                     failed += 1;
@@ -125,7 +125,7 @@ impl Outgoing {
                 &path,
                 Some(&["user_id", "type", "year", "month", "analysis_sha"]),
             )? {
-                let shas = batch.column(4).as_string::<i32>();
+                let shas = text_column(&batch, "analysis_sha")?;
                 for row in 0..batch.num_rows() {
                     self.groups += 1;
                     let key = GroupKey::of_row(&batch, row);
@@ -159,6 +159,11 @@ pub struct TableChange {
     pub changed: u64,
     /// Metrics with at least one difference, most changed first.
     pub metrics: Vec<MetricChange>,
+    /// Columns only the new table has, or only the old one (not compared).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns_added: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns_removed: Vec<String>,
 }
 
 /// How two snapshots differ.
@@ -207,7 +212,7 @@ pub async fn compare(
 }
 
 /// Columns that are not metrics.
-const NOT_METRICS: [&str; 14] = [
+const NOT_METRICS: [&str; 15] = [
     "analysis_id",
     "user_id",
     "file_name",
@@ -215,6 +220,7 @@ const NOT_METRICS: [&str; 14] = [
     "status",
     "message",
     "analysis_json",
+    "analysis_jsonb",
     "result_sha256",
     "type",
     "year",
@@ -261,11 +267,29 @@ async fn compare_table(
         });
     };
     register("o", old.join(table.name())).await?;
+    // Only columns both tables have are compared: an experiment may add
+    // or drop some.
     let schema = ctx.table("n").await?.schema().as_arrow().clone();
+    let old_schema = ctx.table("o").await?.schema().as_arrow().clone();
+    let names = |s: &datafusion::arrow::datatypes::Schema| -> Vec<String> {
+        s.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let (new_names, old_names) = (names(&schema), names(&old_schema));
+    let columns_added: Vec<String> = new_names
+        .iter()
+        .filter(|n| !old_names.contains(n))
+        .cloned()
+        .collect();
+    let columns_removed: Vec<String> = old_names
+        .iter()
+        .filter(|n| !new_names.contains(n))
+        .cloned()
+        .collect();
     let metrics: Vec<(String, bool)> = schema
         .fields()
         .iter()
         .filter(|f| !NOT_METRICS.contains(&f.name().as_str()))
+        .filter(|f| old_names.contains(f.name()))
         .map(|f| (f.name().clone(), f.data_type().is_numeric()))
         .collect();
     let on = keys
@@ -283,11 +307,11 @@ async fn compare_table(
     ];
     for (metric, numeric) in &metrics {
         select.push(format!(
-            "count(*) FILTER (WHERE ({both}) AND (n.{metric} IS DISTINCT FROM o.{metric})) AS \"{metric}__changed\""
+            "count(*) FILTER (WHERE ({both}) AND (n.\"{metric}\" IS DISTINCT FROM o.\"{metric}\")) AS \"{metric}__changed\""
         ));
         if *numeric {
             select.push(format!(
-                "max(abs(CAST(n.{metric} AS DOUBLE) - CAST(o.{metric} AS DOUBLE))) AS \"{metric}__max\""
+                "max(abs(CAST(n.\"{metric}\" AS DOUBLE) - CAST(o.\"{metric}\" AS DOUBLE))) AS \"{metric}__max\""
             ));
         }
     }
@@ -331,6 +355,8 @@ async fn compare_table(
         removed: count("removed"),
         changed: count("changed"),
         metrics: changes,
+        columns_added,
+        columns_removed,
     })
 }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
@@ -25,7 +25,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::plan::RunPlan;
-use super::snapshot::{self, Staging, Table, keep_unless, read_parquet};
+use super::snapshot::{self, Staging, Table, keep_unless, read_parquet, text_column};
 use super::timing::Timings;
 use super::{JobError, joined};
 use crate::analysis::average::{Averager, GroupKey, average_objects, members_from_json};
@@ -389,7 +389,7 @@ impl GroupModels {
         let catalog = self.catalog.rows_of(
             analysis
                 .iter()
-                .map(|batch| string_column(batch, "analysis_id"))
+                .map(|batch| text_column(batch, "analysis_id"))
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
                 .flat_map(|ids| ids.iter().flatten()),
@@ -543,10 +543,7 @@ fn read_users(
     };
     let mut out = Vec::new();
     for batch in read_parquet(&path, columns)? {
-        let ids = batch
-            .column_by_name("user_id")
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| snapshot::SnapshotError::Missing("column user_id".into()))?;
+        let ids = text_column(&batch, "user_id")?;
         let mask: BooleanArray = (0..batch.num_rows())
             .map(|i| Some(users.contains(ids.value(i))))
             .collect();
@@ -569,8 +566,8 @@ fn group_shas(
 ) -> Result<HashMap<GroupKey, String>, JobError> {
     let mut jsonb_of: HashMap<&str, &str> = HashMap::new();
     for batch in analysis {
-        let ids = string_column(batch, "analysis_id")?;
-        let jsonb = string_column(batch, "analysis_jsonb")?;
+        let ids = text_column(batch, "analysis_id")?;
+        let jsonb = text_column(batch, "analysis_jsonb")?;
         for row in 0..batch.num_rows() {
             jsonb_of.insert(ids.value(row), jsonb.value(row));
         }
@@ -580,7 +577,7 @@ fn group_shas(
     }
     let mut members: HashMap<GroupKey, Vec<(String, String)>> = HashMap::new();
     for batch in keys {
-        let ids = string_column(batch, "analysis_id")?;
+        let ids = text_column(batch, "analysis_id")?;
         for row in 0..batch.num_rows() {
             members
                 .entry(GroupKey::of_row(batch, row))
@@ -626,13 +623,6 @@ fn order_key(catalog: &CatalogIndex, id: &str) -> (String, String) {
         .map(|r| catalog.get(r, col::FILE_SHA256).to_string())
         .unwrap_or_default();
     (sha, id.to_string())
-}
-
-fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, JobError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| snapshot::SnapshotError::Missing(format!("column {name}")).into())
 }
 
 /// `snapshot_average.sql`, planned once.

@@ -233,7 +233,12 @@ async fn run_stages(
     // 1. Plan: what changed since the parent snapshot.
     let t = Instant::now();
     let version = engine.models().version();
-    let parent = Parent::latest(&config.warehouse)?;
+    // A `latest` that names a removed folder, or a damaged manifest, costs
+    // one full run (same results), never every run from now on.
+    let parent = Parent::latest(&config.warehouse).unwrap_or_else(|err| {
+        tracing::warn!(%err, "the latest snapshot cannot be read: every log is analysed again");
+        None
+    });
     // No stored result is reused (a first run, a new algorithm, `--full`):
     // every log is analysed, so the engine and the models downstream of it
     // are planned while the catalog is read. Otherwise most runs analyse
@@ -351,7 +356,7 @@ async fn run_stages(
 
     // 6. Snapshot (an experiment gets its change report).
     let parent_dir = plan.parent.as_ref().map(|p| p.dir.clone());
-    let manifest = json!({
+    let mut manifest = json!({
         "id": summary.snapshot_id,
         "experiment": config.options.dry_run,
         "started_at": started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -385,6 +390,7 @@ async fn run_stages(
         "input_bytes": summary.input_bytes,
         "durations": durations,
     });
+    manifest[plan::HELD_ONLY] = json!(plan.held_only_digests);
     if config.crash_before_publish {
         return Err(SnapshotError::Incomplete {
             id: summary.snapshot_id.clone(),
@@ -399,8 +405,9 @@ async fn run_stages(
         None => None,
     };
     let make_latest = !config.options.dry_run;
-    let check = lock.check().await.map_err(|e| e.to_string());
-    let dir = staging.publish(&manifest, make_latest, || check)?;
+    staging.seal(&manifest)?;
+    let still_ours = lock.check().await.map_err(|e| e.to_string());
+    let dir = staging.publish(make_latest, still_ours)?;
     tracing::info!(snapshot = %dir.display(), latest = make_latest, "snapshot published");
     if config.options.dry_run {
         let report = diff::change_report(engine, parent_dir.as_deref(), &dir).await?;

@@ -4,20 +4,22 @@
 //! The parent snapshot holds each analysis it computed with its log's
 //! sha256; when it was computed by the current version, the result is
 //! reused and the log is not opened. Everything else is analysed, and its
-//! user's averages are recomputed.
+//! user's averages are recomputed. A failure that says nothing of the
+//! log's bytes (unreadable, changed since upload, over the limits) is not
+//! reused: such a log is read again by every run until it is analysed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
 use sha2::{Digest, Sha256};
 
 use super::JobError;
-use super::snapshot::{self, Parent, Table};
+use super::snapshot::{self, Parent, Table, text_column};
 use crate::catalog::held_memo::HeldMemo;
 use crate::catalog::{Catalog, CatalogIndex, col};
 use crate::scan::LogInput;
+use crate::scan::log_file::is_retried;
 use crate::volume::Volume;
 
 /// A result of the parent snapshot.
@@ -25,6 +27,8 @@ use crate::volume::Volume;
 pub struct ParentRow {
     pub user_id: String,
     pub file_sha256: String,
+    /// A failure that says nothing of the log's bytes ([`is_retried`]).
+    pub retried: bool,
 }
 
 /// What a run does.
@@ -52,6 +56,9 @@ pub struct RunPlan {
     pub superseded: HashSet<String>,
     /// Users whose averages this run recomputes.
     pub changed_users: HashSet<String>,
+    /// Per user with held-only objects, a digest of them (recorded in the
+    /// manifest: the next run recomputes the user only if it differs).
+    pub held_only_digests: BTreeMap<String, String>,
     /// sha256 over the catalog's (analysis id, log sha256) pairs and the
     /// algorithm version: two runs with the same fingerprint compute the same.
     pub fingerprint: String,
@@ -108,9 +115,15 @@ pub async fn plan(
         .into_iter()
         .map(|f| (f.id, f.bytes))
         .collect();
-    let reuse = reuses(parent.as_ref(), version, full);
+    let mut reuse = reuses(parent.as_ref(), version, full);
     let parent_rows = match (&parent, reuse) {
-        (Some(p), true) => parent_rows(p)?,
+        (Some(p), true) => parent_rows(p).unwrap_or_else(|err| {
+            // Analysing again gives the same results: a damaged snapshot
+            // costs one full run, never every run from now on.
+            tracing::warn!(snapshot = %p.id, %err, "the latest snapshot's results cannot be read: every log is analysed again");
+            reuse = false;
+            HashMap::new()
+        }),
         _ => HashMap::new(),
     };
     if parent.is_some() && !reuse {
@@ -126,6 +139,7 @@ pub async fn plan(
     let mut missing = Vec::new();
     let mut superseded = HashSet::new();
     let mut changed_users = HashSet::new();
+    let mut held_lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut fingerprint = Sha256::new();
     fingerprint.update(version.as_bytes());
     for row in 0..index.len() {
@@ -133,9 +147,9 @@ pub async fn plan(
         let user = index.get(row, col::USER_ID);
         let sha = index.get(row, col::FILE_SHA256);
         fingerprint.update(format!("\n{id} {sha}").as_bytes());
-        let stored = parent_rows
-            .get(id)
-            .filter(|p| p.file_sha256.eq_ignore_ascii_case(sha) && p.user_id == user);
+        let previous = parent_rows.get(id);
+        let stored = previous
+            .filter(|p| !p.retried && p.file_sha256.eq_ignore_ascii_case(sha) && p.user_id == user);
         let file = files.get(id);
         if file.is_none() {
             missing.push(id.to_string());
@@ -144,18 +158,30 @@ pub async fn plan(
             reused += 1;
             continue;
         }
-        if parent_rows.contains_key(id) {
+        if let Some(previous) = previous {
             superseded.insert(id.to_string());
+            // An analysis moved to another user leaves its old user's groups.
+            changed_users.insert(previous.user_id.clone());
         }
-        changed_users.insert(user.to_string());
         match file {
-            Some(bytes) => to_analyse.push(LogInput {
-                log_id: id.to_string(),
-                location: volume.location(id),
-                bytes: *bytes,
-                sha256: Some(sha.to_string()),
-            }),
-            None if index.get(row, col::HELD_STATUS) == "Success" => held_only.push(id.to_string()),
+            Some(bytes) => {
+                changed_users.insert(user.to_string());
+                to_analyse.push(LogInput {
+                    log_id: id.to_string(),
+                    location: volume.location(id),
+                    bytes: *bytes,
+                    sha256: Some(sha.to_string()),
+                });
+            }
+            // No log and no result: only what consumers hold of a success
+            // counts (in its user's averages).
+            None if index.get(row, col::HELD_STATUS) == "Success" => {
+                held_only.push(id.to_string());
+                held_lines
+                    .entry(user.to_string())
+                    .or_default()
+                    .push(format!("{id} {}", index.get(row, col::HELD_SHA256)));
+            }
             None => {}
         }
     }
@@ -164,6 +190,25 @@ pub async fn plan(
         if index.row(id).is_none() {
             superseded.insert(id.clone());
             changed_users.insert(row.user_id.clone());
+        }
+    }
+    // A user's held-only objects change their averages only when they
+    // differ from those the parent averaged.
+    let held_only_digests = held_only_digests(held_lines);
+    let parent_digests = parent
+        .as_ref()
+        .filter(|_| reuse)
+        .and_then(|p| p.manifest[HELD_ONLY].as_object());
+    for user in held_only_digests.keys() {
+        if parent_digests.and_then(|d| d.get(user)?.as_str())
+            != held_only_digests.get(user).map(String::as_str)
+        {
+            changed_users.insert(user.clone());
+        }
+    }
+    for user in parent_digests.into_iter().flat_map(|d| d.keys()) {
+        if !held_only_digests.contains_key(user) {
+            changed_users.insert(user.clone());
         }
     }
     if !held_only.is_empty() {
@@ -197,23 +242,43 @@ pub async fn plan(
         orphans,
         superseded,
         changed_users,
+        held_only_digests,
         fingerprint: format!("{:x}", fingerprint.finalize()),
     })
 }
 
-/// The parent's results: analysis id → (user, log sha256).
+/// The manifest key of [`RunPlan::held_only_digests`].
+pub const HELD_ONLY: &str = "held_only";
+
+/// Per user, a digest of their held-only objects: `analysis id, held hash`
+/// lines, sorted.
+fn held_only_digests(lines: BTreeMap<String, Vec<String>>) -> BTreeMap<String, String> {
+    lines
+        .into_iter()
+        .map(|(user, mut lines)| {
+            lines.sort();
+            (user, format!("{:x}", Sha256::digest(lines.join("\n"))))
+        })
+        .collect()
+}
+
+/// The parent's results: analysis id → (user, log sha256, retried).
 fn parent_rows(parent: &Parent) -> Result<HashMap<String, ParentRow>, JobError> {
     let mut rows = HashMap::new();
-    for batch in parent.read(Table::Analysis, &["analysis_id", "user_id", "file_sha256"])? {
-        let ids = batch.column(0).as_string::<i32>();
-        let users = batch.column(1).as_string::<i32>();
-        let shas = batch.column(2).as_string::<i32>();
+    let columns = ["analysis_id", "user_id", "file_sha256", "status", "message"];
+    for batch in parent.read(Table::Analysis, &columns)? {
+        let ids = text_column(&batch, "analysis_id")?;
+        let users = text_column(&batch, "user_id")?;
+        let shas = text_column(&batch, "file_sha256")?;
+        let status = text_column(&batch, "status")?;
+        let message = text_column(&batch, "message")?;
         for i in 0..batch.num_rows() {
             rows.insert(
                 ids.value(i).to_string(),
                 ParentRow {
                     user_id: users.value(i).to_string(),
                     file_sha256: shas.value(i).to_string(),
+                    retried: status.value(i) != "Success" && is_retried(message.value(i)),
                 },
             );
         }

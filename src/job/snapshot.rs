@@ -25,7 +25,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array,
+};
 use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -50,6 +52,8 @@ pub enum SnapshotError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("no snapshot {0}")]
     Missing(String),
+    #[error("column {0} is missing or not text: the SQL models must give it as a string")]
+    Column(String),
     #[error("snapshot {id} is incomplete: {why}; it was not published")]
     Incomplete { id: String, why: String },
 }
@@ -182,7 +186,7 @@ pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordB
     // One read of the (bucket-sized) file: a `File` reader reopens and
     // seeks it for every column chunk.
     let bytes = bytes::Bytes::from(std::fs::read(path).map_err(io(path))?);
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(damaged(path))?;
     let builder = match columns {
         Some(columns) => {
             let schema = builder.schema().clone();
@@ -200,15 +204,39 @@ pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordB
     };
     builder
         .with_batch_size(8192)
-        .build()?
-        .map(|b| b.map_err(SnapshotError::from))
+        .build()
+        .map_err(damaged(path))?
+        .map(|b| b.map_err(damaged(path)))
         .collect()
+}
+
+/// A Parquet file that cannot be read, named (a bare decoding error does
+/// not say which of a snapshot's files is damaged).
+fn damaged<E>(path: &Path) -> impl Fn(E) -> SnapshotError + '_
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |e| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    }
+}
+
+/// The text column `name` of `batch`. Snapshot rows are read by name: a
+/// `--sql-dir` model may order its columns otherwise, and one that drops or
+/// retypes a column the job needs is an error, not a panic.
+pub fn text_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| SnapshotError::Column(name.into()))
 }
 
 /// The Arrow schema a Parquet file was written with (its footer only).
 pub fn parquet_schema(path: &Path) -> Result<SchemaRef> {
     let file = File::open(path).map_err(io(path))?;
-    Ok(ParquetRecordBatchReaderBuilder::try_new(file)?
+    Ok(ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(damaged(path))?
         .schema()
         .clone())
 }
@@ -222,15 +250,17 @@ fn read_manifest(dir: &Path) -> Result<Value> {
     })
 }
 
-/// Removes the staging folders of runs that died. Only a run that holds the
-/// run lock calls this: no other run is writing one.
+/// Removes the staging folders of runs that died, and what a prune that
+/// died left. Only a holder of the run lock calls this: no other run or
+/// prune is writing one.
 pub fn remove_abandoned_staging(warehouse: &Path) {
     let Ok(entries) = std::fs::read_dir(root(warehouse)) else {
         return;
     };
     for entry in entries.filter_map(|e| e.ok()) {
-        if entry.file_name().to_string_lossy().starts_with(".staging-") {
-            tracing::info!(folder = %entry.path().display(), "removing the staging folder of a run that died");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".staging-") || name.starts_with(PRUNED) {
+            tracing::info!(folder = %entry.path().display(), "removing the folder of a run or prune that died");
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -249,6 +279,8 @@ pub struct Staging {
     schemas: HashMap<Table, SchemaRef>,
     /// Closed tables' files being synced, awaited before publishing.
     syncs: Vec<std::thread::JoinHandle<Result<()>>>,
+    /// Synced and given its manifest: ready to be renamed into place.
+    sealed: bool,
     /// Rows and bytes per table; files linked.
     pub stats: HashMap<Table, TableStats>,
 }
@@ -293,6 +325,7 @@ impl Staging {
             writers: HashMap::new(),
             schemas: HashMap::new(),
             syncs: Vec::new(),
+            sealed: false,
             stats: HashMap::new(),
         })
     }
@@ -488,15 +521,9 @@ impl Staging {
         Ok(())
     }
 
-    /// Checks the staged snapshot, renames it into place and, unless it is
-    /// an experiment, makes it the latest. `before_rename` runs last before
-    /// the rename (the run checks its lock there).
-    pub fn publish(
-        mut self,
-        manifest: &Value,
-        make_latest: bool,
-        before_rename: impl FnOnce() -> std::result::Result<(), String>,
-    ) -> Result<PathBuf> {
+    /// Waits for the staged files' syncs, checks that every table has its
+    /// files, and writes the manifest: what is left to publish is a rename.
+    pub fn seal(&mut self, manifest: &Value) -> Result<()> {
         for sync in std::mem::take(&mut self.syncs) {
             sync.join()
                 .map_err(|_| self.incomplete("a file sync panicked".into()))??;
@@ -517,7 +544,23 @@ impl Staging {
         // manifest would stop every later run (it is their parent).
         write_synced(&path, text.as_bytes()).map_err(io(&path))?;
         sync_dir(&self.dir);
-        before_rename().map_err(|why| self.incomplete(why))?;
+        self.sealed = true;
+        Ok(())
+    }
+
+    /// Renames the sealed snapshot into place and, unless it is an
+    /// experiment, makes it the latest. `still_ours` is the run's check of
+    /// its lock, made after [`Staging::seal`]: a run that lost its lock
+    /// while its files synced publishes nothing.
+    pub fn publish(
+        mut self,
+        make_latest: bool,
+        still_ours: std::result::Result<(), String>,
+    ) -> Result<PathBuf> {
+        if !self.sealed {
+            return Err(self.incomplete("it was not sealed".into()));
+        }
+        still_ours.map_err(|why| self.incomplete(why))?;
         let target = self.root.join(&self.id);
         std::fs::rename(&self.dir, &target).map_err(|e| {
             if !self.dir.exists() {
@@ -713,20 +756,26 @@ pub fn prunable(warehouse: &Path, keep: usize) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Removes snapshots (and their outboxes). Staging folders are never
-/// touched: a run in progress owns its own. Each snapshot's files are
-/// its own links, so the others stay complete.
-pub fn remove(warehouse: &Path, ids: &[String]) -> Result<()> {
-    for id in ids {
-        let dir = resolve(warehouse, Some(id))?;
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-        let outbox = warehouse.join("outbox").join(format!("{id}.jsonl"));
-        if outbox.exists() {
-            std::fs::remove_file(&outbox).map_err(io(&outbox))?;
-        }
+/// Removes a snapshot (and its outbox). It is first renamed out of the
+/// listing, so a prune that dies half-way leaves no listed snapshot with
+/// files missing; what is left is removed by the next prune or run.
+/// Staging folders are never touched: a run in progress owns its own.
+/// Each snapshot's files are its own links, so the others stay complete.
+pub fn remove(warehouse: &Path, id: &str) -> Result<()> {
+    let dir = resolve(warehouse, Some(id))?;
+    let doomed = root(warehouse).join(format!("{PRUNED}{id}"));
+    std::fs::rename(&dir, &doomed).map_err(io(&dir))?;
+    sync_dir(&root(warehouse));
+    std::fs::remove_dir_all(&doomed).map_err(io(&doomed))?;
+    let outbox = warehouse.join("outbox").join(format!("{id}.jsonl"));
+    if outbox.exists() {
+        std::fs::remove_file(&outbox).map_err(io(&outbox))?;
     }
     Ok(())
 }
+
+/// The name prefix of a snapshot being removed.
+const PRUNED: &str = ".pruned-";
 
 /// A keep-predicate: rows whose string column `column` is not in `drop`.
 pub fn keep_unless(

@@ -23,6 +23,23 @@ use super::text::{parse_number, parse_timestamp};
 /// Why a log cannot be analysed at all, in words for the driver.
 pub type LogProblem = String;
 
+/// The problems that say nothing of the uploaded bytes: the volume did not
+/// give them (unreadable, not a file, changed since upload), or they exceed
+/// this run's limits. A result that failed so is not reused: the next run
+/// reads the log again (see [`is_retried`]).
+pub const UNREADABLE: &str = "The log file could not be read";
+pub const NOT_A_FILE: &str = "The log is not a regular file.";
+pub const CHANGED_SINCE_UPLOAD: &str =
+    "File changed since upload: its contents no longer match the uploaded log.";
+pub const TOO_LARGE: &str = "Log too large";
+
+/// Whether a failed analysis with this message is analysed again next run.
+pub fn is_retried(message: &str) -> bool {
+    [UNREADABLE, NOT_A_FILE, CHANGED_SINCE_UPLOAD, TOO_LARGE]
+        .iter()
+        .any(|problem| message.starts_with(problem))
+}
+
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Where each contract column sits in a log's rows.
@@ -59,7 +76,7 @@ impl Default for LogLimits {
 
 /// The message of a log over the byte limit.
 pub fn too_many_bytes(bytes: u64, limits: LogLimits) -> LogProblem {
-    format!("Log too large: {bytes} bytes, limit {}.", limits.max_bytes)
+    format!("{TOO_LARGE}: {bytes} bytes, limit {}.", limits.max_bytes)
 }
 
 /// Strips a UTF-8 BOM: the reference failed on it, the contract wants it ignored.
@@ -171,7 +188,7 @@ fn read_rows(
         + u64::from(!body.is_empty() && !body.ends_with(b"\n"));
     if lines > limits.max_rows {
         return Err(format!(
-            "Log too large: {lines} rows, limit {}.",
+            "{TOO_LARGE}: {lines} rows, limit {}.",
             limits.max_rows
         ));
     }

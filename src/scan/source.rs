@@ -23,7 +23,9 @@ use futures::StreamExt;
 use object_store::{GetOptions, GetRange, ObjectStore};
 use sha2::{Digest, Sha256};
 
-use super::log_file::{LogLimits, problem_row, read_log, too_many_bytes};
+use super::log_file::{
+    CHANGED_SINCE_UPLOAD, LogLimits, NOT_A_FILE, UNREADABLE, problem_row, read_log, too_many_bytes,
+};
 use super::{ScanProgress, log_files_schema, log_rows_schema};
 
 /// Which of the two tables a scan produces.
@@ -279,7 +281,7 @@ async fn fetch(
         range: Some(GetRange::Bounded(0..limits.max_bytes + 1)),
         ..GetOptions::default()
     };
-    let unreadable = |e: &dyn fmt::Display| format!("The log file could not be read: {e}.");
+    let unreadable = |e: &dyn fmt::Display| format!("{UNREADABLE}: {e}.");
     let got = store
         .get_opts(&log.location, options)
         .await
@@ -295,12 +297,12 @@ async fn fetch(
 /// file is read.
 fn read_local(log: &BundledLog, limits: LogLimits) -> std::result::Result<bytes::Bytes, String> {
     use std::io::Read;
-    let unreadable = |e: &dyn fmt::Display| format!("The log file could not be read: {e}.");
+    let unreadable = |e: &dyn fmt::Display| format!("{UNREADABLE}: {e}.");
     let path = std::path::Path::new("/").join(log.location.as_ref());
-    let file = std::fs::File::open(&path).map_err(|e| unreadable(&e))?;
+    let file = crate::volume::open_nonblocking(&path).map_err(|e| unreadable(&e))?;
     let meta = file.metadata().map_err(|e| unreadable(&e))?;
     if !meta.is_file() {
-        return Err("The log is not a regular file.".into());
+        return Err(NOT_A_FILE.into());
     }
     if meta.len() > limits.max_bytes {
         return Err(too_many_bytes(meta.len(), limits));
@@ -319,6 +321,5 @@ fn read_local(log: &BundledLog, limits: LogLimits) -> std::result::Result<bytes:
 fn changed_since_upload(bytes: &[u8], expected: Option<&str>) -> Option<&'static str> {
     let expected = expected?;
     let actual = format!("{:x}", Sha256::digest(bytes));
-    (!actual.eq_ignore_ascii_case(expected.trim()))
-        .then_some("File changed since upload: its contents no longer match the uploaded log.")
+    (!actual.eq_ignore_ascii_case(expected.trim())).then_some(CHANGED_SINCE_UPLOAD)
 }

@@ -314,3 +314,353 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// The outbox's `analysis.result` messages, by analysis id.
+fn analysis_results(messages: &[Value]) -> Vec<&Value> {
+    messages
+        .iter()
+        .filter(|m| m["subject"] == "analysis.result")
+        .map(|m| &m["payload"])
+        .collect()
+}
+
+/// A log that failed for a reason outside its bytes (unreadable, changed
+/// since upload, over the run's limits) kept its `Failed` result forever:
+/// it was reused like any other. Such a log is now read again by each run.
+#[test]
+fn regression_a_failure_not_about_the_bytes_is_tried_again() {
+    let w = Warehouse::new();
+    w.ingest("olga@example.com", &logs(&w.path().join("in"), 2, 91));
+    let out = w.ok(&["--max-log-rows", "10", "run"]);
+    assert!(out.contains("(2 analysed, 0 reused, 2 failed)"), "{out}");
+    let out = w.ok(&["run"]);
+    assert!(out.contains("(2 analysed, 0 reused, 0 failed)"), "{out}");
+    let messages = w.outbox(&out);
+    let results = analysis_results(&messages);
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(
+        results.iter().all(|r| r["status"] == "Success"),
+        "{results:?}"
+    );
+    // Analysed now: reused like any result.
+    let out = w.ok(&["run"]);
+    assert!(out.contains("(0 analysed, 2 reused, 0 failed)"), "{out}");
+}
+
+/// An analysis moved to another user stayed in its old user's bucket and
+/// averages: counted twice, once for each.
+#[tokio::test]
+async fn regression_an_analysis_moved_to_another_user_leaves_the_first() {
+    let w = Warehouse::new();
+    let ids = w.ingest("pia@example.com", &logs(&w.path().join("a"), 2, 92));
+    w.ingest("ravi@example.com", &logs(&w.path().join("b"), 1, 93));
+    w.ok(&["run"]);
+    let url = format!("sqlite://{}", w.root().join("catalog.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE fap_analysis SET user_id = (SELECT id FROM users WHERE email = 'ravi@example.com') \
+         WHERE id = ?",
+    )
+    .bind(&ids[0])
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let out = w.ok(&["run"]);
+    assert!(out.contains("2 users changed"), "{out}");
+    let rows = w.query(&format!(
+        "SELECT u.email FROM analysis a JOIN users u ON u.id = a.user_id WHERE a.analysis_id = '{}'",
+        ids[0]
+    ));
+    assert_eq!(rows, vec![serde_json::json!({"email": "ravi@example.com"})]);
+    let overall = w.query(
+        "SELECT u.email, a.n_analyses FROM average a JOIN users u ON u.id = a.user_id \
+         WHERE a.type = 'OVERALL' ORDER BY u.email",
+    );
+    assert_eq!(
+        overall,
+        vec![
+            serde_json::json!({"email": "pia@example.com", "n_analyses": 1}),
+            serde_json::json!({"email": "ravi@example.com", "n_analyses": 2}),
+        ]
+    );
+}
+
+/// Snapshot rows were read back by position: a `--sql-dir` model with its
+/// columns in another order made the next run duplicate every analysis
+/// (`snapshot_analysis`), or panicked (`snapshot_average`).
+#[test]
+fn regression_sql_models_may_order_their_columns_freely() {
+    let w = Warehouse::new();
+    let sql = w.path().join("sql");
+    std::fs::create_dir_all(&sql).unwrap();
+    let model = |name: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("sql")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let analysis = model("snapshot_analysis.sql").replacen(
+        "    c.analysis_id,\n    c.user_id,\n",
+        "    c.user_id,\n    c.analysis_id,\n",
+        1,
+    );
+    let average = model("snapshot_average.sql")
+        .replacen("AS month,\n    analysis_sha,\n", "AS month,\n", 1)
+        .replacen(
+            "SELECT\n    user_id,\n",
+            "SELECT\n    analysis_sha,\n    user_id,\n",
+            1,
+        );
+    assert_ne!(analysis, model("snapshot_analysis.sql"));
+    assert_eq!(average.matches("analysis_sha,").count(), 1, "{average}");
+    assert!(average.contains("SELECT\n    analysis_sha,"), "{average}");
+    std::fs::write(sql.join("snapshot_analysis.sql"), analysis).unwrap();
+    std::fs::write(sql.join("snapshot_average.sql"), average).unwrap();
+    let dir = sql.to_str().unwrap();
+
+    w.ingest("sam@example.com", &logs(&w.path().join("a"), 3, 94));
+    let out = w.ok(&["--sql-dir", dir, "run"]);
+    let messages = w.outbox(&out);
+    assert_eq!(analysis_results(&messages).len(), 3, "{out}");
+    assert!(
+        messages.iter().any(|m| m["subject"] == "average.result"),
+        "{out}"
+    );
+    w.ingest("sam@example.com", &logs(&w.path().join("b"), 1, 95));
+    let out = w.ok(&["--sql-dir", dir, "run"]);
+    assert!(out.contains("(1 analysed, 3 reused, 0 failed)"), "{out}");
+    assert_eq!(
+        w.query("SELECT count(*) AS n, count(DISTINCT analysis_id) AS d FROM analysis"),
+        vec![serde_json::json!({"n": 4, "d": 4})]
+    );
+}
+
+/// A `latest` naming a removed snapshot, a damaged manifest or a damaged
+/// Parquet file in the latest snapshot failed every later run. Now such a
+/// run analyses everything again (same results: nothing is sent).
+#[test]
+fn regression_a_damaged_latest_snapshot_costs_one_full_run() {
+    let w = Warehouse::new();
+    w.ingest("tess@example.com", &logs(&w.path().join("in"), 2, 96));
+    w.ok(&["run"]);
+    let latest = |w: &Warehouse| {
+        let id = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
+        w.root().join("snapshots").join(id.trim())
+    };
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage); 3] = [
+        ("manifest", |dir| {
+            std::fs::write(dir.join("manifest.json"), "{").unwrap()
+        }),
+        ("parquet", |dir| {
+            let part = std::fs::read_dir(dir.join("analysis"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 100))
+                .expect("a part file with rows");
+            // Unlinked first: the older snapshots keep their own copy.
+            let bytes = std::fs::read(&part).unwrap();
+            std::fs::remove_file(&part).unwrap();
+            std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        ("folder", |dir| std::fs::remove_dir_all(dir).unwrap()),
+    ];
+    for (what, damage) in damages {
+        damage(&latest(&w));
+        let (code, stdout, stderr) = w.run(&["run"]);
+        assert_eq!(code, 0, "{what}: {stderr}");
+        assert!(
+            stderr.contains("every log is analysed again"),
+            "{what}: {stderr}"
+        );
+        assert!(
+            stdout.contains("(2 analysed, 0 reused, 0 failed)"),
+            "{what}: {stdout}"
+        );
+        assert!(
+            stdout.contains("0 analysis + 0 average messages"),
+            "{what}: {stdout}"
+        );
+        let out = w.ok(&["run"]);
+        assert!(
+            out.contains("(0 analysed, 2 reused, 0 failed)"),
+            "{what}: {out}"
+        );
+    }
+}
+
+/// A prune that died half-way left a listed snapshot with files missing.
+/// Now a snapshot leaves the listing first; what is left is removed later.
+#[test]
+fn regression_a_prune_that_died_leaves_no_broken_snapshot() {
+    let w = Warehouse::new();
+    w.ingest("uma@example.com", &logs(&w.path().join("in"), 1, 97));
+    w.ok(&["run"]);
+    w.ok(&["run", "--force"]);
+    let snapshots = w.root().join("snapshots");
+    // What a prune killed after its rename leaves behind.
+    let leftover = snapshots.join(".pruned-20000101T000000.000Z-dead00");
+    std::fs::create_dir_all(leftover.join("analysis")).unwrap();
+    std::fs::write(leftover.join("manifest.json"), "{}").unwrap();
+    let listed: Value =
+        serde_json::from_str(&w.ok(&["snapshots", "list", "--format", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let out = w.ok(&["snapshots", "prune", "--keep", "1"]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("removed")).count(),
+        1,
+        "{out}"
+    );
+    assert!(!leftover.exists(), "the leftover is removed");
+    let names: Vec<String> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    assert_eq!(w.query("SELECT count(*) AS n FROM analysis")[0]["n"], 1);
+}
+
+/// An experiment that adds a column to a snapshot table failed its change
+/// report (and `snapshots diff`): only the columns both sides have are
+/// compared, the others are listed.
+#[test]
+fn regression_an_experiment_may_add_a_column() {
+    let w = Warehouse::new();
+    w.ingest("vic@example.com", &logs(&w.path().join("in"), 2, 98));
+    w.ok(&["run"]);
+    let sql = w.path().join("sql");
+    std::fs::create_dir_all(&sql).unwrap();
+    let model = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/snapshot_analysis.sql"),
+    )
+    .unwrap();
+    let extra = model.replacen(
+        "SELECT\n",
+        "SELECT\n    r.overall_distance_km * 1000 AS overall_distance_m,\n",
+        1,
+    );
+    assert_ne!(extra, model);
+    std::fs::write(sql.join("snapshot_analysis.sql"), extra).unwrap();
+    let out = w.ok(&["--sql-dir", sql.to_str().unwrap(), "run", "--dry-run"]);
+    let report = out
+        .lines()
+        .find_map(|l| l.strip_prefix("change report: "))
+        .expect("a change report");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    assert_eq!(
+        report["analysis"]["columns_added"],
+        serde_json::json!(["overall_distance_m"])
+    );
+    assert_eq!(report["analysis"]["changed"], 0, "{report}");
+}
+
+/// An upload while a run recorded its outbox failed with "database is
+/// locked" after 5 s: an embedded catalog's writers now wait their turn.
+#[tokio::test]
+async fn regression_an_upload_waits_for_a_run_recording_its_outbox() {
+    use fap_warehouse::catalog::{Catalog, Delivered, DeliveredAverage};
+    let w = Warehouse::new();
+    w.ingest("wes@example.com", &logs(&w.path().join("in"), 1, 99));
+    let catalog = Catalog::connect(
+        &format!("sqlite://{}", w.root().join("catalog.db").display()),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let (user_id, _) = catalog.user_for_email("wes@example.com").await.unwrap();
+    let mut held = catalog.begin_held().await.unwrap();
+    let average = Delivered::Average(DeliveredAverage {
+        user_id,
+        kind: "OVERALL".into(),
+        year: None,
+        month: None,
+        analysis_sha: "0".repeat(64),
+        average: "{}".into(),
+    });
+    held.apply(&[&average], "test").await.unwrap();
+    let root = w.root();
+    let more = logs(&w.path().join("more"), 1, 100);
+    let upload = tokio::task::spawn_blocking(move || {
+        crate::common::run_bin(
+            &[
+                "--warehouse",
+                root.to_str().unwrap(),
+                "ingest",
+                "--user",
+                "wes@example.com",
+                more[0].to_str().unwrap(),
+            ],
+            None,
+        )
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert!(
+        !upload.is_finished(),
+        "the upload waits for the transaction"
+    );
+    held.commit().await.unwrap();
+    let (code, stdout, stderr) = upload.await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("1 new"), "{stdout}");
+}
+
+/// A log lost from the volume could not be uploaded again: its bytes were
+/// "already there". The same upload now puts its file back.
+#[test]
+fn regression_uploading_a_lost_log_again_restores_it() {
+    let w = Warehouse::new();
+    let files = logs(&w.path().join("in"), 1, 101);
+    let ids = w.ingest("xena@example.com", &files);
+    let path = w.root().join(format!("volume/{}.csv", ids[0]));
+    let original = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        w.ingest("xena@example.com", &files),
+        ids,
+        "the same analysis"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), original);
+    let out = w.ok(&["run"]);
+    assert!(out.contains("(1 analysed, 0 reused, 0 failed)"), "{out}");
+}
+
+/// A user with a log gone from the volume was "changed" by every run after
+/// a full one: their averages recomputed and their files rewritten each
+/// night. Now only a change in what consumers hold of such logs counts.
+#[test]
+fn regression_a_gone_log_does_not_change_its_user_every_night() {
+    let w = Warehouse::new();
+    let ids = w.ingest("yann@example.com", &logs(&w.path().join("in"), 3, 102));
+    w.ok(&["run"]);
+    std::fs::remove_file(w.root().join(format!("volume/{}.csv", ids[0]))).unwrap();
+    let out = w.ok(&["run", "--full"]);
+    assert!(out.contains("(2 analysed, 0 reused, 0 failed)"), "{out}");
+    let out = w.ok(&["run"]);
+    assert!(out.contains("(0 analysed, 2 reused, 0 failed)"), "{out}");
+    let id = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            w.root()
+                .join("snapshots")
+                .join(id.trim())
+                .join("manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["counts"]["users_changed"], 0, "{manifest}");
+    for (table, stats) in manifest["tables"].as_object().unwrap() {
+        assert_eq!(stats["files_written"], 0, "{table}: {manifest}");
+    }
+    assert_eq!(
+        w.query("SELECT n_analyses FROM average WHERE type = 'OVERALL'"),
+        vec![serde_json::json!({"n_analyses": 3})],
+        "the gone log still counts"
+    );
+}
