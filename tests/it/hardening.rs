@@ -315,7 +315,17 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-/// The outbox's `analysis.result` messages, by analysis id.
+/// The text of an embedded SQL model, to edit for `--sql-dir`.
+fn embedded_sql(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("sql")
+            .join(name),
+    )
+    .expect("the model exists")
+}
+
+/// The payloads of the outbox's `analysis.result` messages.
 fn analysis_results(messages: &[Value]) -> Vec<&Value> {
     messages
         .iter()
@@ -394,27 +404,19 @@ fn regression_sql_models_may_order_their_columns_freely() {
     let w = Warehouse::new();
     let sql = w.path().join("sql");
     std::fs::create_dir_all(&sql).unwrap();
-    let model = |name: &str| {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("sql")
-                .join(name),
-        )
-        .unwrap()
-    };
-    let analysis = model("snapshot_analysis.sql").replacen(
+    let analysis = embedded_sql("snapshot_analysis.sql").replacen(
         "    c.analysis_id,\n    c.user_id,\n",
         "    c.user_id,\n    c.analysis_id,\n",
         1,
     );
-    let average = model("snapshot_average.sql")
+    let average = embedded_sql("snapshot_average.sql")
         .replacen("AS month,\n    analysis_sha,\n", "AS month,\n", 1)
         .replacen(
             "SELECT\n    user_id,\n",
             "SELECT\n    analysis_sha,\n    user_id,\n",
             1,
         );
-    assert_ne!(analysis, model("snapshot_analysis.sql"));
+    assert_ne!(analysis, embedded_sql("snapshot_analysis.sql"));
     assert_eq!(average.matches("analysis_sha,").count(), 1, "{average}");
     assert!(average.contains("SELECT\n    analysis_sha,"), "{average}");
     std::fs::write(sql.join("snapshot_analysis.sql"), analysis).unwrap();
@@ -536,10 +538,7 @@ fn regression_an_experiment_may_add_a_column() {
     w.ok(&["run"]);
     let sql = w.path().join("sql");
     std::fs::create_dir_all(&sql).unwrap();
-    let model = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/snapshot_analysis.sql"),
-    )
-    .unwrap();
+    let model = embedded_sql("snapshot_analysis.sql");
     let extra = model.replacen(
         "SELECT\n",
         "SELECT\n    r.overall_distance_km * 1000 AS overall_distance_m,\n",
