@@ -199,15 +199,10 @@ pub async fn plan(
         .as_ref()
         .filter(|_| reuse)
         .and_then(|p| p.manifest[HELD_ONLY].as_object());
-    for user in held_only_digests.keys() {
-        if parent_digests.and_then(|d| d.get(user)?.as_str())
-            != held_only_digests.get(user).map(String::as_str)
-        {
-            changed_users.insert(user.clone());
-        }
-    }
-    for user in parent_digests.into_iter().flat_map(|d| d.keys()) {
-        if !held_only_digests.contains_key(user) {
+    let parent_keys = parent_digests.into_iter().flat_map(|d| d.keys());
+    for user in held_only_digests.keys().chain(parent_keys) {
+        let before = parent_digests.and_then(|d| d.get(user)?.as_str());
+        if before != held_only_digests.get(user).map(String::as_str) {
             changed_users.insert(user.clone());
         }
     }

@@ -210,8 +210,8 @@ pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordB
         .collect()
 }
 
-/// A Parquet file that cannot be read, named (a bare decoding error does
-/// not say which of a snapshot's files is damaged).
+/// A file whose contents cannot be decoded, named (a bare decoding error
+/// does not say which of a snapshot's files is damaged).
 fn damaged<E>(path: &Path) -> impl Fn(E) -> SnapshotError + '_
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -244,10 +244,7 @@ pub fn parquet_schema(path: &Path) -> Result<SchemaRef> {
 fn read_manifest(dir: &Path) -> Result<Value> {
     let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    serde_json::from_str(&text).map_err(|e| SnapshotError::Io {
-        path,
-        source: std::io::Error::other(e),
-    })
+    serde_json::from_str(&text).map_err(damaged(&path))
 }
 
 /// Removes the staging folders of runs that died, and what a prune that
