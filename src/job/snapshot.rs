@@ -442,11 +442,13 @@ impl Staging {
         schema: &SchemaRef,
         keep: &dyn Fn(&RecordBatch) -> Result<BooleanArray>,
     ) -> Result<()> {
+        // With no row written this run (say, one new log of an idle drive:
+        // no speed band), the table still takes its data dictionary.
         let schema = self
             .schemas
             .get(&table)
             .cloned()
-            .unwrap_or_else(|| schema.clone());
+            .unwrap_or_else(|| super::dictionary::annotate(table, schema));
         let dir = self.dir.join(table.name());
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         if let Some(parent) = self.parent.clone() {
@@ -458,7 +460,9 @@ impl Staging {
                     for batch in read_parquet(&source, None)? {
                         let kept = filter_record_batch(&batch, &keep(&batch)?)?;
                         if kept.num_rows() > 0 {
-                            let kept = kept.with_schema(schema.clone())?;
+                            // Same columns; only field metadata may differ.
+                            let kept =
+                                RecordBatch::try_new(schema.clone(), kept.columns().to_vec())?;
                             self.writer(table, b, &schema)?.write(&kept)?;
                             self.stats.entry(table).or_default().rows += kept.num_rows();
                         }

@@ -663,3 +663,40 @@ fn regression_a_gone_log_does_not_change_its_user_every_night() {
         "the gone log still counts"
     );
 }
+
+/// A new log with no speed band (an idle drive: parked while the engine
+/// runs, as in a forced regeneration) for a user whose snapshot file held
+/// band rows stopped the run, and every run after it: the table's schema
+/// lacked its data dictionary, and the user's kept rows could not take it.
+#[test]
+fn regression_a_new_log_without_speed_bands_does_not_stop_the_run() {
+    let w = Warehouse::new();
+    w.ingest("ida@example.com", &logs(&w.path().join("in"), 1, 92));
+    w.ok(&["run"]);
+    let bands = || w.query("SELECT COUNT(*) AS n FROM fuel_by_speed_band")[0]["n"].clone();
+    let before = bands();
+    assert_ne!(
+        before,
+        serde_json::json!(0),
+        "the first log has speed bands"
+    );
+    let mut idle = b"Date;Time;Revs;Speed;InjFlow;REGEN;\n".to_vec();
+    for second in 0..120 {
+        idle.extend(
+            format!(
+                "2025.03.01;10:{:02}:{:02}.0;800;0;3;0;\n",
+                second / 60,
+                second % 60
+            )
+            .bytes(),
+        );
+    }
+    let path = w.path().join("idle.csv");
+    std::fs::write(&path, idle).unwrap();
+    w.ingest("ida@example.com", &[path]);
+    let out = w.ok(&["run"]);
+    assert!(out.contains("(1 analysed, 1 reused, 0 failed)"), "{out}");
+    assert_eq!(bands(), before, "the first log's bands are kept");
+    let analyses = w.query("SELECT COUNT(*) AS n FROM analysis WHERE status = 'Success'");
+    assert_eq!(analyses[0]["n"], serde_json::json!(2));
+}
