@@ -646,3 +646,91 @@ fn a_gone_log_still_counts_in_its_users_averages() {
     );
     assert_eq!(w.query(averages), before);
 }
+
+/// A hand-made log of `seconds` one-second rows at `speed` km/h (0: an idle
+/// drive, which has no speed band).
+fn drive_log(path: &Path, seconds: usize, speed: u32) -> PathBuf {
+    let mut text = String::from("Date;Time;Revs;Speed;InjFlow;REGEN;\n");
+    for s in 0..seconds {
+        text += &format!(
+            "2025.04.0{};10:{:02}:{:02}.0;{};{speed};3;0;\n",
+            1 + speed % 7,
+            s / 60,
+            s % 60,
+            800 + 10 * speed
+        );
+    }
+    std::fs::write(path, text).expect("write log");
+    path.to_path_buf()
+}
+
+/// Whatever came between runs (new logs, idle drives with no speed band,
+/// broken logs, users with only those), the incremental snapshot holds
+/// exactly what a full recomputation does, table by table, and the full run
+/// has nothing to send. (A log gone from the volume is the exception: see
+/// `a_gone_log_still_counts_in_its_users_averages`.)
+#[test]
+fn an_incremental_snapshot_equals_a_full_one() {
+    let w = Warehouse::new();
+    let dir = w.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hand = |name: &str, seconds: usize, speed: u32| drive_log(&dir.join(name), seconds, speed);
+    let broken = dir.join("broken.csv");
+    std::fs::write(&broken, "Date;Time;Speed\n").unwrap();
+    w.ingest("a@example.com", &logs(&dir.join("a"), 2, 61));
+    w.ingest(
+        "b@example.com",
+        &[
+            logs(&dir.join("b"), 1, 62).remove(0),
+            hand("b_idle.csv", 90, 0),
+        ],
+    );
+    w.ingest("c@example.com", &[hand("c_idle.csv", 80, 0)]);
+    w.ingest("d@example.com", &[broken, hand("d_drive.csv", 120, 50)]);
+    let only_broken = dir.join("only_broken.csv");
+    std::fs::write(&only_broken, "").unwrap();
+    w.ingest("e@example.com", &[only_broken]);
+    w.ok(&["run"]);
+
+    w.ingest("a@example.com", &[hand("a_idle.csv", 70, 0)]);
+    let only_broken2 = dir.join("only_broken2.csv");
+    std::fs::write(&only_broken2, "Date;Time\n").unwrap();
+    w.ingest("e@example.com", &[only_broken2]);
+    w.ingest("b@example.com", &logs(&dir.join("b2"), 1, 63));
+    w.ingest("c@example.com", &[hand("c_idle2.csv", 75, 0)]);
+    let broken2 = dir.join("broken2.csv");
+    std::fs::write(&broken2, "Speed;Revs\n1;2\n").unwrap();
+    w.ingest("d@example.com", &[broken2, hand("d_drive2.csv", 100, 90)]);
+    let out = w.ok(&["run"]);
+    assert!(out.contains("(6 analysed, 8 reused, 4 failed)"), "{out}");
+    let incremental = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
+
+    let out = w.ok(&["run", "--full"]);
+    assert!(out.contains("0 analysis + 0 average messages"), "{out}");
+    let full = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
+    assert_ne!(incremental, full);
+    for table in [
+        "analysis",
+        "fuel_by_speed_band",
+        "average",
+        "average_fuel_by_speed_band",
+    ] {
+        let rows = |snapshot: &str| {
+            let out = w.ok(&[
+                "query",
+                "--snapshot",
+                snapshot.trim(),
+                "--format",
+                "json",
+                &format!("SELECT * FROM {table} ORDER BY 1, 2, 3, 4, 5"),
+            ]);
+            serde_json::from_str::<Vec<Value>>(out.trim()).expect("query prints a JSON array")
+        };
+        let (inc, all) = (rows(&incremental), rows(&full));
+        assert!(!all.is_empty(), "{table} has rows");
+        assert_eq!(inc.len(), all.len(), "{table}: row counts");
+        for (i, f) in inc.iter().zip(&all) {
+            assert_eq!(i, f, "{table}: incremental and full rows differ");
+        }
+    }
+}
