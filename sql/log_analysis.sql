@@ -183,7 +183,7 @@ judged AS (
             WHEN p.timed_rows = 0 THEN 'None of the ' || p.data_rows
                  || ' rows of the log has a valid date and time (expected like 2025.02.03 20:34:42.9).'
             WHEN p.timed_rows = 1 THEN 'The log has only one row with a valid date and time; at least two are needed.'
-            WHEN NOT p.usable THEN 'The log''s timestamps do not advance, so no row can be timed.'
+            WHEN NOT p.usable THEN 'Most of the log''s rows repeat the date and time of the row before, so the time between rows cannot be measured.'
         END AS problem
     FROM log_files f
     LEFT JOIN per_log p ON p.log_no = f.log_no

@@ -84,30 +84,45 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(BOM).unwrap_or(bytes)
 }
 
-/// Reads the header line of a log.
-pub fn read_header(bytes: &[u8]) -> std::result::Result<LogHeader, LogProblem> {
-    let bytes = strip_bom(bytes);
+/// A log's header line and the text after it. The BOM is stripped and blank
+/// lines before the header are skipped, as the reference's reader skips them.
+fn split_header(bytes: &[u8]) -> std::result::Result<(&[u8], &[u8]), LogProblem> {
     if bytes.is_empty() {
         return Err("The file is empty (0 bytes): there is no log to analyse.".into());
     }
-    let end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len());
-    let line = trim_cr(&bytes[..end]);
+    let mut rest = strip_bom(bytes);
+    if rest.is_empty() {
+        return Err(
+            "The file holds only a text-encoding mark (BOM): there is no log to analyse.".into(),
+        );
+    }
+    loop {
+        let (line, after, last) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..], false),
+            None => (rest, &rest[rest.len()..], true),
+        };
+        let line = trim_cr(line);
+        if !line.trim_ascii().is_empty() {
+            return Ok((line, after));
+        }
+        if last {
+            return Err("The log has no header line: the file holds only blank lines.".into());
+        }
+        rest = after;
+    }
+}
+
+/// Reads the header line of a log; returns it with the text of its rows.
+pub fn read_header(bytes: &[u8]) -> std::result::Result<(LogHeader, &[u8]), LogProblem> {
+    let (line, body) = split_header(bytes)?;
     if line.iter().any(|&b| b < 0x09) {
         return Err("The file is not a CSV log: it contains binary data.".into());
-    }
-    if line.trim_ascii().is_empty() {
-        return Err("The log has no header line: its first line is empty.".into());
     }
     let names: Vec<&[u8]> = line.split(|&b| b == b';').collect();
     let position = |name: &str| names.iter().position(|n| *n == name.as_bytes());
     let (date, time) = match (position(DATE), position(TIME)) {
         (Some(d), Some(t)) => (d, t),
-        (None, None) => {
-            return Err(
-                "The log has no Date and no Time column, so its rows cannot be placed in time."
-                    .into(),
-            );
-        }
+        (None, None) => return Err(no_date_and_time(line)),
         (None, Some(_)) => {
             return Err("The log has no Date column, so its rows cannot be placed in time.".into());
         }
@@ -122,13 +137,47 @@ pub fn read_header(bytes: &[u8]) -> std::result::Result<LogHeader, LogProblem> {
             numeric_at[pos] = Some(col);
         }
     }
-    Ok(LogHeader {
+    let header = LogHeader {
         date,
         time,
         numeric_at,
         has_speed: position("Speed").is_some(),
         has_oil_temp: position("OilTemp").is_some(),
-    })
+    };
+    Ok((header, body))
+}
+
+/// The problem of a header without `Date` and `Time`: a log written with
+/// another separator has them, and the driver is told that instead.
+fn no_date_and_time(line: &[u8]) -> LogProblem {
+    let has_both = |separator: u8| {
+        let names: Vec<&[u8]> = line.split(|&b| b == separator).collect();
+        [DATE, TIME]
+            .iter()
+            .all(|name| names.iter().any(|n| n.trim_ascii() == name.as_bytes()))
+    };
+    for (separator, name) in [(b',', "commas"), (b'\t', "tabs")] {
+        if has_both(separator) {
+            return format!(
+                "The log's columns are separated by {name}, not semicolons (;), so its Date and Time columns cannot be read."
+            );
+        }
+    }
+    "The log has no Date and no Time column, so its rows cannot be placed in time.".into()
+}
+
+/// Old Mac line ends (`\r` alone) as `\n`, for a log that has no `\n` at all;
+/// `None` for any other log.
+fn mac_lines_as_unix(bytes: &[u8]) -> Option<Vec<u8>> {
+    if memchr::memchr(b'\n', bytes).is_some() || memchr::memchr(b'\r', bytes).is_none() {
+        return None;
+    }
+    Some(
+        bytes
+            .iter()
+            .map(|&b| if b == b'\r' { b'\n' } else { b })
+            .collect(),
+    )
 }
 
 /// The rows of one log as record batches of at most `batch_size` rows,
@@ -178,10 +227,8 @@ fn read_rows(
     if bytes.len() as u64 > limits.max_bytes {
         return Err(too_many_bytes(bytes.len() as u64, limits));
     }
-    let header = read_header(bytes)?;
-    let bytes = strip_bom(bytes);
-    let body_start = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
-    let body = &bytes[body_start..];
+    let unix = mac_lines_as_unix(bytes);
+    let (header, body) = read_header(unix.as_deref().unwrap_or(bytes))?;
     // Count before allocating anything per row: one small file of millions of
     // one-cell rows must not take the run's memory.
     let lines = memchr::memchr_iter(b'\n', body).count() as u64

@@ -107,12 +107,18 @@ async fn logs_without_usable_rows_fail_and_say_why() {
         row[1] = row[1].trim_end_matches(".0").to_string(); // no fraction: invalid
     }
     let same_time: Vec<Vec<String>> = (0..4).map(|_| drive(1, 30.0, 0).remove(0)).collect();
+    // Time advances, but most rows repeat the one before: no typical step.
+    let mostly_same_time: Vec<Vec<String>> = drive(3, 30.0, 0)
+        .into_iter()
+        .flat_map(|row| [row.clone(), row.clone(), row])
+        .collect();
     let results = analyse(&[
         ("a_empty", Vec::new()),
         ("b_header_only", csv(&HEADER, &[])),
         ("c_no_timestamp", csv(&HEADER, &bad_times)),
         ("d_single_row", csv(&HEADER, &one_row)),
         ("e_same_time", csv(&HEADER, &same_time)),
+        ("e_mostly_same_time", csv(&HEADER, &mostly_same_time)),
         ("f_good", csv(&HEADER, &drive(30, 30.0, 0))),
     ])
     .await;
@@ -121,7 +127,11 @@ async fn logs_without_usable_rows_fail_and_say_why() {
         ("b_header_only", "no data rows"),
         ("c_no_timestamp", "valid date and time"),
         ("d_single_row", "only one row"),
-        ("e_same_time", "do not advance"),
+        (
+            "e_mostly_same_time",
+            "repeat the date and time of the row before",
+        ),
+        ("e_same_time", "repeat the date and time of the row before"),
     ];
     for (m, (id, phrase)) in results.iter().zip(expect) {
         assert_eq!(m["analysisId"], id);
@@ -130,7 +140,7 @@ async fn logs_without_usable_rows_fail_and_say_why() {
         assert_eq!(m["logDate"], Value::Null);
         assert_eq!(m["distance"], Value::Null);
     }
-    assert_eq!(results[5]["status"], "Success");
+    assert_eq!(results[6]["status"], "Success");
 }
 
 #[tokio::test]
@@ -170,6 +180,64 @@ async fn a_utf8_bom_is_ignored() {
     let results = analyse(&[("bom", bom), ("plain", plain)]).await;
     assert_eq!(results[0]["status"], "Success");
     assert_eq!(results[0]["analysis"], results[1]["analysis"]);
+}
+
+/// The reference's reader skips blank lines, before the header too, and
+/// takes `\r` alone as a line end (old Mac files).
+#[tokio::test]
+async fn blank_lines_before_the_header_and_mac_line_ends_are_read() {
+    let plain = csv(&HEADER, &drive(60, 40.0, 0));
+    let with = |prefix: &[u8]| [prefix, plain.as_slice()].concat();
+    let mac: Vec<u8> = plain
+        .iter()
+        .map(|&b| if b == b'\n' { b'\r' } else { b })
+        .collect();
+    let results = analyse(&[
+        ("blank_first", with(b"\n")),
+        ("blanks_and_spaces_first", with(b" \r\n\t\n\n")),
+        ("bom_then_blank", with(b"\xEF\xBB\xBF\r\n")),
+        ("mac", mac),
+        ("plain", plain.clone()),
+    ])
+    .await;
+    let plain = &results[4];
+    assert_eq!(plain["status"], "Success", "{plain}");
+    for m in &results[..4] {
+        assert_eq!(m["status"], "Success", "{m}");
+        assert_eq!(m["analysis"], plain["analysis"], "{}", m["analysisId"]);
+    }
+}
+
+/// Whatever is wrong with the first line, the message says what it is.
+#[tokio::test]
+async fn a_log_that_has_no_header_is_told_why() {
+    let separated = |separator: &str| {
+        let mut text = HEADER.join(separator) + "\n";
+        for row in drive(10, 30.0, 0) {
+            text += &(row.join(separator) + "\n");
+        }
+        text.into_bytes()
+    };
+    let results = analyse(&[
+        ("a_bom_only", b"\xEF\xBB\xBF".to_vec()),
+        ("b_blank_only", b"\n \r\n\n".to_vec()),
+        ("c_commas", separated(",")),
+        ("d_tabs", separated("\t")),
+        ("e_no_columns", separated("|")),
+    ])
+    .await;
+    let expect = [
+        ("a_bom_only", "only a text-encoding mark"),
+        ("b_blank_only", "only blank lines"),
+        ("c_commas", "separated by commas"),
+        ("d_tabs", "separated by tabs"),
+        ("e_no_columns", "no date and no time column"),
+    ];
+    for (m, (id, phrase)) in results.iter().zip(expect) {
+        assert_eq!(m["analysisId"], id);
+        assert_eq!(m["status"], "Failed", "{m}");
+        assert!(message_of(m).contains(phrase), "{id}: {}", m["message"]);
+    }
 }
 
 #[tokio::test]
@@ -429,6 +497,56 @@ async fn averages_hold_only_finite_numbers() {
         Value::Null,
         "{result}"
     );
+}
+
+/// A request that cannot be averaged is FAILED and says why: a wrong
+/// average sent as a success would be stored as the driver's.
+#[tokio::test]
+async fn an_average_request_that_cannot_be_averaged_fails_and_says_why() {
+    use serde_json::json;
+    let good = json!({"overall": {"distance_km": 12.5}});
+    let request = |data: Value| json!({"pattern": "average.request", "data": data});
+    let cases = [
+        (
+            json!({"userId": "u", "type": "OVERALL", "analysis": [good, {"overall": {"distance_km": "12.5"}}]}),
+            "a text at overall.distance_km",
+        ),
+        (
+            json!({"userId": "u", "type": "OVERALL", "analysis": [good, {"driving": {"speed": 4}}]}),
+            "a number at driving.speed",
+        ),
+        (
+            json!({"userId": "u", "type": "OVERALL", "analysis": [good, 7]}),
+            "analysis 2 of 2 is a number, not an analysis object",
+        ),
+        (json!({"type": "OVERALL", "analysis": [good]}), "no userid"),
+        (
+            json!({"userId": "u", "type": "WEEKLY", "analysis": [good]}),
+            "expected overall, yearly or monthly",
+        ),
+    ];
+    let engine = Engine::new(Models::embedded());
+    let averager = fap_warehouse::analysis::average::Averager::for_requests(&engine)
+        .await
+        .expect("planned");
+    let payloads: Vec<Value> = cases
+        .iter()
+        .map(|(data, _)| request(data.clone()))
+        .collect();
+    let results = fap_warehouse::analysis::average::answer_all(&averager, &payloads)
+        .await
+        .expect("answered");
+    for (result, (_, phrase)) in results.iter().zip(&cases) {
+        assert_eq!(result["status"], "FAILED", "{result}");
+        assert_eq!(result["average"], json!({}));
+        assert!(message_of(result).contains(phrase), "{phrase}: {result}");
+    }
+    // The same analyses, well formed, still average.
+    let fine = request(json!({"userId": "u", "type": "OVERALL", "analysis": [good, {}, null]}));
+    let result = fap_warehouse::analysis::average::answer(&averager, &fine)
+        .await
+        .expect("answered");
+    assert_eq!(result["status"], "SUCCESS", "{result}");
 }
 
 #[test]
