@@ -458,6 +458,10 @@ impl AverageRequest {
                 Some("The average request has no `analysis` list to average."),
             ),
         };
+        let problem = problem
+            .map(str::to_string)
+            .or_else(|| key_problem(data))
+            .or_else(|| analyses_problem(&analyses));
         Self {
             user_id: field("userId"),
             kind: field("type"),
@@ -465,7 +469,7 @@ impl AverageRequest {
             month: field("month"),
             analysis_sha: field("analysisSha"),
             analyses,
-            problem: problem.map(str::to_string),
+            problem,
         }
     }
 
@@ -490,6 +494,49 @@ impl AverageRequest {
             "average": average,
         })
     }
+}
+
+/// What is wrong with a request's group key: without a `userId` and a known
+/// `type`, the backend could not store the result anywhere.
+fn key_problem(data: &Value) -> Option<String> {
+    match (data.get("userId"), data.get("type").and_then(Value::as_str)) {
+        (Some(Value::String(id)), _) if id.is_empty() => {
+            Some("The average request's userId is empty.".into())
+        }
+        (Some(Value::String(_)), Some("OVERALL" | "YEARLY" | "MONTHLY")) => None,
+        (Some(Value::String(_)), _) => Some(format!(
+            "The average request's type is {}; expected OVERALL, YEARLY or MONTHLY.",
+            data.get("type").map_or("missing".into(), Value::to_string)
+        )),
+        (None | Some(Value::Null), _) => Some("The average request has no userId.".into()),
+        (Some(other), _) => Some(format!(
+            "The average request's userId is {}, not a text.",
+            shape::json_kind(other)
+        )),
+    }
+}
+
+/// The first analysis of a request that cannot be averaged: an item that is
+/// not an object (`{}` and `null` are empty analyses), or a metric that is
+/// not a number. Averaging it as "no value" would send a wrong average as a
+/// success.
+fn analyses_problem(analyses: &[Value]) -> Option<String> {
+    let total = analyses.len();
+    analyses.iter().enumerate().find_map(|(i, item)| {
+        let n = i + 1;
+        match item {
+            Value::Null => None,
+            Value::Object(_) => shape::first_mistyped(shape::analysis(), item).map(|(path, kind)| {
+                format!(
+                    "The average request's analysis {n} of {total} has {kind} at {path}, which cannot be averaged."
+                )
+            }),
+            other => Some(format!(
+                "The average request's analysis {n} of {total} is {}, not an analysis object.",
+                shape::json_kind(other)
+            )),
+        }
+    })
 }
 
 /// Answers several `average.request` payloads in one run of the averages:

@@ -620,10 +620,105 @@ pub fn flatten(nodes: &[Node], object: &Value, out: &mut Vec<(String, Value)>) {
     }
 }
 
+/// The first value of `object` that the layout cannot read as its kind (a
+/// number, a text, an object), as `(JSON path, what it is instead)`. Null and
+/// missing values are fine: they are metrics without a value.
+pub fn first_mistyped(nodes: &[Node], object: &Value) -> Option<(String, &'static str)> {
+    fn walk(nodes: &[Node], object: &Value, path: &str) -> Option<(String, &'static str)> {
+        let at = |key: &str| {
+            if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        for node in nodes {
+            match node {
+                Node::Leaf { key, text, .. } => match object.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(_)) if *text => {}
+                    Some(Value::Number(_)) if !*text => {}
+                    Some(other) => return Some((at(key), json_kind(other))),
+                },
+                Node::Object { key, children, .. } => match object.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(inner @ Value::Object(_)) => {
+                        if let Some(found) = walk(children, inner, &at(key)) {
+                            return Some(found);
+                        }
+                    }
+                    Some(other) => return Some((at(key), json_kind(other))),
+                },
+                Node::Bands { key, .. } => match object.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(bands)) => {
+                        for (band_key, value) in bands {
+                            if !(value.is_null() || value.is_number()) {
+                                return Some((format!("{}.{band_key}", at(key)), json_kind(value)));
+                            }
+                        }
+                    }
+                    Some(other) => return Some((at(key), json_kind(other))),
+                },
+            }
+        }
+        None
+    }
+    walk(nodes, object, "")
+}
+
+/// What a JSON value is, in words.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn a_value_of_the_wrong_kind_is_found_by_its_path() {
+        let nodes = analysis();
+        let ok = serde_json::json!({"overall": {"distance_km": 4, "date": {"date": "2025-02-03"}},
+            "fapRegen": null, "fuelConsumption": {"bySpeedRange": {"35-45_l100km": 5.5}}, "extra": "ignored"});
+        assert_eq!(first_mistyped(nodes, &ok), None);
+        let cases = [
+            (
+                serde_json::json!({"overall": {"distance_km": "4"}}),
+                "overall.distance_km",
+                "a text",
+            ),
+            (
+                serde_json::json!({"overall": {"date": {"date": 20250203}}}),
+                "overall.date.date",
+                "a number",
+            ),
+            (
+                serde_json::json!({"fapRegen": true}),
+                "fapRegen",
+                "a boolean",
+            ),
+            (
+                serde_json::json!({"fuelConsumption": {"bySpeedRange": {"35-45_l100km": [1]}}}),
+                "fuelConsumption.bySpeedRange.35-45_l100km",
+                "a list",
+            ),
+        ];
+        for (object, path, kind) in cases {
+            assert_eq!(
+                first_mistyped(nodes, &object),
+                Some((path.to_string(), kind))
+            );
+        }
+    }
 
     #[test]
     fn layouts_parse_and_name_columns_by_snake_path() {

@@ -359,13 +359,20 @@ async fn answer_batch(
         requests = batch.len()
     );
     let _enter = span.enter();
-    let mut oversized = Vec::new();
+    // Requests that cannot be read get a FAILED answer, not silence: the
+    // backend would otherwise wait for a result that never comes.
+    let mut unreadable: Vec<(usize, &str)> = Vec::new();
     let requests: Vec<Option<Value>> = batch
         .iter()
         .enumerate()
         .map(|(i, m)| {
             if m.payload.len() > max_payload {
-                oversized.push(i);
+                tracing::warn!(
+                    bytes = m.payload.len(),
+                    max_payload,
+                    "request larger than the server's max_payload"
+                );
+                unreadable.push((i, "The request is larger than the message server accepts."));
                 return None;
             }
             match serde_json::from_slice::<Value>(&m.payload) {
@@ -373,8 +380,9 @@ async fn answer_batch(
                 _ => {
                     tracing::warn!(
                         bytes = m.payload.len(),
-                        "a request is not a JSON object: dropped"
+                        "a request is not a JSON object: answered as failed"
                     );
+                    unreadable.push((i, "The request is not a JSON object."));
                     None
                 }
             }
@@ -386,7 +394,7 @@ async fn answer_batch(
             let valid: Vec<(usize, Value)> = requests
                 .iter()
                 .enumerate()
-                .filter_map(|(i, r)| r.clone().filter(|r| data_of(r).is_object()).map(|r| (i, r)))
+                .filter_map(|(i, r)| r.clone().map(|r| (i, r)))
                 .collect();
             let payloads: Vec<Value> = valid.iter().map(|(_, v)| v.clone()).collect();
             let mut answers = vec![None; requests.len()];
@@ -409,13 +417,8 @@ async fn answer_batch(
             answers
         }
     };
-    for i in oversized {
-        tracing::warn!(
-            bytes = batch[i].payload.len(),
-            max_payload,
-            "request larger than the server's max_payload"
-        );
-        answers[i] = Some(oversized_answer(kind, &batch[i].payload));
+    for (i, why) in unreadable {
+        answers[i] = unreadable_answer(kind, &batch[i].payload, why);
     }
     for answer in answers.into_iter().flatten() {
         if let Err(err) = client
@@ -430,22 +433,39 @@ async fn answer_batch(
     }
 }
 
-/// The `Failed` answer of a request too large to read: what can be told
-/// from its start (the id of an analysis request).
-fn oversized_answer(kind: Kind, payload: &[u8]) -> Value {
-    let why = "The request is larger than the message server accepts.";
+/// The answer to a request that cannot be read whole: failed, echoing the
+/// keys found in its first bytes (the backend writes them before the
+/// analyses). An analysis request without a file name has no one to answer.
+fn unreadable_answer(kind: Kind, payload: &[u8], why: &str) -> Option<Value> {
+    let head = String::from_utf8_lossy(&payload[..payload.len().min(4096)]);
+    let field = |key: &str| raw_scalar(&head, key);
     match kind {
-        Kind::Analysis => {
-            let head = String::from_utf8_lossy(&payload[..payload.len().min(4096)]);
-            let id = head
-                .split("\"fileName\":\"")
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default();
-            message::failed_result(id, why)
+        Kind::Analysis => field("fileName")
+            .as_str()
+            .map(|id| message::failed_result(id, why)),
+        Kind::Average => {
+            let key = serde_json::json!({
+                "userId": field("userId"), "type": field("type"), "year": field("year"),
+                "month": field("month"), "analysisSha": field("analysisSha"),
+            });
+            Some(average::AverageRequest::parse(&key).result(Err(why.into())))
         }
-        Kind::Average => average::AverageRequest::parse(&Value::Null).result(Err(why.into())),
     }
+}
+
+/// The text, number or null written after the first `"key":` of `text`;
+/// null when there is none.
+fn raw_scalar(text: &str, key: &str) -> Value {
+    text.split(&format!("\"{key}\":"))
+        .nth(1)
+        .and_then(|rest| {
+            serde_json::Deserializer::from_str(rest.trim_start())
+                .into_iter::<Value>()
+                .next()
+        })
+        .and_then(Result::ok)
+        .filter(|v| !v.is_array() && !v.is_object())
+        .unwrap_or(Value::Null)
 }
 
 /// Fires the scheduled jobs until told to stop; a job in progress finishes.
@@ -524,6 +544,16 @@ fn analysis_id(file_name: &str) -> Option<uuid::Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keys_of_a_cut_request_are_read_from_its_start() {
+        let head = r#"{"data":{"userId":"u-1","year":2025,"month":null,"type":"MONTHLY","analysis":[{"a":"#;
+        assert_eq!(raw_scalar(head, "userId"), "u-1");
+        assert_eq!(raw_scalar(head, "year"), 2025);
+        assert_eq!(raw_scalar(head, "month"), Value::Null);
+        assert_eq!(raw_scalar(head, "analysisSha"), Value::Null, "absent");
+        assert_eq!(raw_scalar(head, "analysis"), Value::Null, "not a scalar");
+    }
 
     #[test]
     fn only_canonical_uuids_name_files() {

@@ -195,6 +195,46 @@ async fn the_live_worker_answers_like_the_old_service() {
     );
     assert_eq!(answer["analysisSha"], "f".repeat(64).as_str());
 
+    // An average request cut short is answered FAILED, echoing the key its
+    // start names; one holding a metric as text is FAILED, naming it.
+    let cut = r#"{"pattern":"average.request","data":{"userId":"u-cut","type":"OVERALL","analysisSha":"s","analysis":[{"overall":"#;
+    let text_metric = json!({"pattern": "average.request", "data": {"userId": "u-text", "type": "OVERALL",
+        "analysisSha": "s", "analysis": [expected["analysis"], {"overall": {"distance_km": "12.5"}}]}});
+    for request in [cut.to_string(), text_metric.to_string()] {
+        client
+            .publish("average.request", request.into())
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let got = collect(&mut average_results, Duration::from_secs(3)).await;
+    let answer_for = |user: &str| {
+        got.iter()
+            .find(|r| r["userId"] == user)
+            .unwrap_or_else(|| panic!("no average.result for {user}: {got:?}"))
+    };
+    let cut_answer = answer_for("u-cut");
+    assert_eq!(cut_answer["status"], "FAILED", "{cut_answer}");
+    assert_eq!(
+        (&cut_answer["type"], &cut_answer["analysisSha"]),
+        (&json!("OVERALL"), &json!("s"))
+    );
+    assert!(
+        cut_answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a JSON object")),
+        "{cut_answer}"
+    );
+    let text_answer = answer_for("u-text");
+    assert_eq!(text_answer["status"], "FAILED", "{text_answer}");
+    assert_eq!(text_answer["average"], json!({}));
+    assert!(
+        text_answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("overall.distance_km") && m.contains("2 of 2")),
+        "{text_answer}"
+    );
+
     // Requests arriving together go through one plan, each answered as
     // `analyze` answers it: several logs, one of them broken.
     let mut batch_expected = Vec::new();
