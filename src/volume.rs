@@ -360,8 +360,12 @@ fn put_local(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let target = dir.join(format!("{id}.csv"));
     let staged = dir.join(format!(".{id}.csv.part"));
-    write_synced(&staged, bytes)?;
-    std::fs::rename(&staged, &target)
+    let written = write_synced(&staged, bytes).and_then(|()| std::fs::rename(&staged, &target));
+    if written.is_err() {
+        // A disk that filled up mid-write keeps no half log behind.
+        let _ = std::fs::remove_file(&staged);
+    }
+    written
 }
 
 /// Opens a file for reading without ever blocking on a FIFO (a path may be

@@ -286,7 +286,18 @@ pub async fn snapshots(
             }
         }
         SnapshotAction::Prune { keep, dry_run } => {
-            let catalog = catalog(settings, false).await.ok();
+            // Snapshots copied without their catalog have no run to race;
+            // a catalog that exists but cannot be reached might have one.
+            let copied_alone = settings.embedded_catalog().is_some_and(|p| !p.is_file());
+            let catalog = if copied_alone {
+                None
+            } else {
+                Some(catalog(settings, false).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "prune needs the run lock, and the catalog cannot be reached: {e:#}"
+                    )
+                })?)
+            };
             let lock = match &catalog {
                 Some(catalog) => match RunLock::try_take(catalog, &settings.warehouse).await? {
                     Some(lock) => Some(lock),

@@ -1,7 +1,7 @@
 //! Regressions from the fault probe (issue "Hardening"): each test is named
 //! after what broke, and fails on the code before its fix.
 
-use crate::batch_job::{Warehouse, logs};
+use crate::batch_job::{Warehouse, logs, zip_of};
 use serde_json::Value;
 
 /// A 6 MB log of 3M one-cell rows took a run to 3.2 GiB, and a bigger one
@@ -662,6 +662,101 @@ fn regression_a_gone_log_does_not_change_its_user_every_night() {
         vec![serde_json::json!({"n_analyses": 3})],
         "the gone log still counts"
     );
+}
+
+/// Zipping a folder in the Finder adds `__MACOSX/._<name>.csv` copies (they
+/// became Failed logs) and a `.DS_Store` (it refused the whole upload).
+#[test]
+fn regression_files_a_system_adds_to_a_zip_are_skipped() {
+    let w = Warehouse::new();
+    let log = std::fs::read(&logs(&w.path().join("in"), 1, 88)[0]).unwrap();
+    let zip = w.path().join("finder.zip");
+    zip_of(
+        &zip,
+        &[
+            ("trip/drive.csv", &log),
+            (
+                "__MACOSX/trip/._drive.csv",
+                b"\0\x05\x16\x07\0\x02\0\0Mac OS X",
+            ),
+            ("trip/.DS_Store", b"\0\0\0\x01Bud1"),
+            ("trip/Thumbs.db", b"\xd0\xcf\x11\xe0"),
+        ],
+    );
+    let out = w.ok(&["ingest", "--user", "ann@example.com", zip.to_str().unwrap()]);
+    assert!(out.contains("1 new"), "{out}");
+    assert_eq!(w.volume_files(), 1);
+    let out = w.ok(&["run"]);
+    assert!(out.contains("0 failed"), "{out}");
+}
+
+/// Two entries of one name in a zip became one log: the zip reader keeps
+/// one entry per name, and the other vanished without a word.
+#[test]
+fn regression_a_zip_holding_one_name_twice_is_refused() {
+    let w = Warehouse::new();
+    let files = logs(&w.path().join("in"), 2, 89);
+    let (a, b) = (
+        std::fs::read(&files[0]).unwrap(),
+        std::fs::read(&files[1]).unwrap(),
+    );
+    let zip = w.path().join("twice.zip");
+    // The zip writer refuses a repeated name: write two, then rename one in
+    // place (local header and directory; the name is not in the checksum).
+    zip_of(&zip, &[("DUPLICATE-A.csv", &a), ("DUPLICATE-B.csv", &b)]);
+    let mut bytes = std::fs::read(&zip).unwrap();
+    let (from, to) = (b"DUPLICATE-B.csv", b"DUPLICATE-A.csv");
+    let mut renamed = 0;
+    for at in 0..bytes.len() - from.len() {
+        if &bytes[at..at + from.len()] == from {
+            bytes[at..at + from.len()].copy_from_slice(to);
+            renamed += 1;
+        }
+    }
+    assert_eq!(
+        renamed, 2,
+        "the name is in the local header and the directory"
+    );
+    std::fs::write(&zip, bytes).unwrap();
+    let (code, _, stderr) = w.run(&["ingest", "--user", "bo@example.com", zip.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("more than one entry named \"DUPLICATE-A.csv\""),
+        "{stderr}"
+    );
+    assert_eq!(w.volume_files(), 0);
+}
+
+/// With its catalog out of reach, prune went on without the run lock: a run
+/// holding the lock could lose a snapshot under it.
+#[test]
+fn regression_prune_refuses_when_the_catalog_cannot_be_reached() {
+    let w = Warehouse::new();
+    w.ingest("cy@example.com", &logs(&w.path().join("in"), 1, 90));
+    w.ok(&["run"]);
+    w.ingest("cy@example.com", &logs(&w.path().join("in2"), 1, 91));
+    w.ok(&["run"]);
+    let snapshots = || {
+        std::fs::read_dir(w.root().join("snapshots"))
+            .unwrap()
+            .count()
+    };
+    let before = snapshots();
+    let (code, _, stderr) = w.run(&[
+        "--catalog",
+        "postgres://nobody@127.0.0.1:1/none",
+        "snapshots",
+        "prune",
+        "--keep",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot be reached"), "{stderr}");
+    assert_eq!(snapshots(), before, "nothing removed without the lock");
+    // With its catalog, the same prune removes the older snapshot.
+    let out = w.ok(&["snapshots", "prune", "--keep", "1"]);
+    assert!(out.contains("removed"), "{out}");
+    assert!(snapshots() < before);
 }
 
 /// A new log with no speed band (an idle drive: parked while the engine
