@@ -665,12 +665,13 @@ fn drive_log(path: &Path, seconds: usize, speed: u32) -> PathBuf {
 }
 
 /// Whatever came between runs (new logs, idle drives with no speed band,
-/// broken logs, users with only those), the incremental snapshot holds
+/// broken logs, users with only those, a log moved to another user, one
+/// removed from the catalog), the incremental snapshot holds
 /// exactly what a full recomputation does, table by table, and the full run
 /// has nothing to send. (A log gone from the volume is the exception: see
 /// `a_gone_log_still_counts_in_its_users_averages`.)
-#[test]
-fn an_incremental_snapshot_equals_a_full_one() {
+#[tokio::test]
+async fn an_incremental_snapshot_equals_a_full_one() {
     let w = Warehouse::new();
     let dir = w.path().join("in");
     std::fs::create_dir_all(&dir).unwrap();
@@ -678,7 +679,7 @@ fn an_incremental_snapshot_equals_a_full_one() {
     let broken = dir.join("broken.csv");
     std::fs::write(&broken, "Date;Time;Speed\n").unwrap();
     w.ingest("a@example.com", &logs(&dir.join("a"), 2, 61));
-    w.ingest(
+    let b = w.ingest(
         "b@example.com",
         &[
             logs(&dir.join("b"), 1, 62).remove(0),
@@ -686,7 +687,14 @@ fn an_incremental_snapshot_equals_a_full_one() {
         ],
     );
     w.ingest("c@example.com", &[hand("c_idle.csv", 80, 0)]);
-    w.ingest("d@example.com", &[broken, hand("d_drive.csv", 120, 50)]);
+    let d = w.ingest(
+        "d@example.com",
+        &[
+            broken,
+            hand("d_drive.csv", 120, 50),
+            hand("d_drive3.csv", 90, 120),
+        ],
+    );
     let only_broken = dir.join("only_broken.csv");
     std::fs::write(&only_broken, "").unwrap();
     w.ingest("e@example.com", &[only_broken]);
@@ -701,8 +709,25 @@ fn an_incremental_snapshot_equals_a_full_one() {
     let broken2 = dir.join("broken2.csv");
     std::fs::write(&broken2, "Speed;Revs\n1;2\n").unwrap();
     w.ingest("d@example.com", &[broken2, hand("d_drive2.csv", 100, 90)]);
+    // One of b's logs moves to a; one of d's leaves the catalog.
+    let url = format!("sqlite://{}", w.root().join("catalog.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE fap_analysis SET user_id = (SELECT id FROM users WHERE email = 'a@example.com') \
+         WHERE id = ?",
+    )
+    .bind(&b[0])
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM fap_analysis WHERE id = ?")
+        .bind(&d[2])
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
     let out = w.ok(&["run"]);
-    assert!(out.contains("(6 analysed, 8 reused, 4 failed)"), "{out}");
+    assert!(out.contains("(7 analysed, 7 reused, 4 failed)"), "{out}");
     let incremental = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
 
     let out = w.ok(&["run", "--full"]);
