@@ -666,7 +666,7 @@ fn drive_log(path: &Path, seconds: usize, speed: u32) -> PathBuf {
 
 /// Whatever came between runs (new logs, idle drives with no speed band,
 /// broken logs, users with only those, a log moved to another user, one
-/// removed from the catalog), the incremental snapshot holds
+/// removed from the catalog, a run with only an idle drive), the incremental snapshot holds
 /// exactly what a full recomputation does, table by table, and the full run
 /// has nothing to send. (A log gone from the volume is the exception: see
 /// `a_gone_log_still_counts_in_its_users_averages`.)
@@ -728,8 +728,19 @@ async fn an_incremental_snapshot_equals_a_full_one() {
     pool.close().await;
     let out = w.ok(&["run"]);
     assert!(out.contains("(7 analysed, 7 reused, 4 failed)"), "{out}");
-    let incremental = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
+    incremental_equals_full(&w);
 
+    // A run whose only new log writes no speed band at all (an idle drive).
+    w.ingest("a@example.com", &[hand("a_idle2.csv", 65, 0)]);
+    let out = w.ok(&["run"]);
+    assert!(out.contains("(1 analysed, 14 reused"), "{out}");
+    incremental_equals_full(&w);
+}
+
+/// Runs `--full` after the latest (incremental) run: it has nothing to send,
+/// and its four tables equal the incremental snapshot's, row by row.
+fn incremental_equals_full(w: &Warehouse) {
+    let incremental = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
     let out = w.ok(&["run", "--full"]);
     assert!(out.contains("0 analysis + 0 average messages"), "{out}");
     let full = std::fs::read_to_string(w.root().join("snapshots/latest")).unwrap();
