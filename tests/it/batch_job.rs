@@ -61,6 +61,28 @@ impl Warehouse {
         serde_json::from_str(out.trim()).expect("query prints a JSON array")
     }
 
+    /// The embedded catalog, to change it behind the job's back.
+    pub async fn catalog_pool(&self) -> sqlx::SqlitePool {
+        let url = format!("sqlite://{}", self.root().join("catalog.db").display());
+        sqlx::SqlitePool::connect(&url)
+            .await
+            .expect("catalog opens")
+    }
+
+    /// Gives the analysis `id` to the user `email` in the catalog.
+    pub async fn move_analysis(&self, id: &str, email: &str) {
+        let pool = self.catalog_pool().await;
+        sqlx::query(
+            "UPDATE fap_analysis SET user_id = (SELECT id FROM users WHERE email = ?) WHERE id = ?",
+        )
+        .bind(email)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .expect("analysis moved");
+        pool.close().await;
+    }
+
     pub fn volume_files(&self) -> usize {
         std::fs::read_dir(self.root().join("volume")).map_or(0, |d| {
             d.filter_map(|e| e.ok())
@@ -710,16 +732,8 @@ async fn an_incremental_snapshot_equals_a_full_one() {
     std::fs::write(&broken2, "Speed;Revs\n1;2\n").unwrap();
     w.ingest("d@example.com", &[broken2, hand("d_drive2.csv", 100, 90)]);
     // One of b's logs moves to a; one of d's leaves the catalog.
-    let url = format!("sqlite://{}", w.root().join("catalog.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query(
-        "UPDATE fap_analysis SET user_id = (SELECT id FROM users WHERE email = 'a@example.com') \
-         WHERE id = ?",
-    )
-    .bind(&b[0])
-    .execute(&pool)
-    .await
-    .unwrap();
+    w.move_analysis(&b[0], "a@example.com").await;
+    let pool = w.catalog_pool().await;
     sqlx::query("DELETE FROM fap_analysis WHERE id = ?")
         .bind(&d[2])
         .execute(&pool)

@@ -365,17 +365,7 @@ async fn regression_an_analysis_moved_to_another_user_leaves_the_first() {
     let ids = w.ingest("pia@example.com", &logs(&w.path().join("a"), 2, 92));
     w.ingest("ravi@example.com", &logs(&w.path().join("b"), 1, 93));
     w.ok(&["run"]);
-    let url = format!("sqlite://{}", w.root().join("catalog.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query(
-        "UPDATE fap_analysis SET user_id = (SELECT id FROM users WHERE email = 'ravi@example.com') \
-         WHERE id = ?",
-    )
-    .bind(&ids[0])
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    w.move_analysis(&ids[0], "ravi@example.com").await;
     let out = w.ok(&["run"]);
     assert!(out.contains("2 users changed"), "{out}");
     let rows = w.query(&format!(
